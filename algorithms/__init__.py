@@ -1,0 +1,2 @@
+"""Built-in agents, one file each; importing this package registers them."""
+from offrl.algorithms import bc, iql, sac, td3_bc  # noqa: F401

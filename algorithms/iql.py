@@ -1,0 +1,93 @@
+"""IQL (Kostrikov, Nair & Levine, 2021): expectile value, in-sample TD critic, AWR actor."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from offrl.agent import Agent, AgentConfig, register
+from offrl.nets import Critic, GaussianActor, ValueNet, per_seed_mean, soft_update, target
+
+
+@dataclass
+class IQLConfig(AgentConfig):
+    reward_transform: str = "iql_locomotion"  # r·1000/(R_max−R_min) on locomotion; antmaze: r−1
+    expectile: float = 0.7             # τ of the expectile regression of V onto min Q_target
+    temperature: float = 3.0           # β: AWR weight exp(β·(Q−V))
+    exp_adv_max: float = 100.0         # clip of the AWR weight
+    actor_lr: float = 3e-4             # Adam learning rate of the policy
+    critic_lr: float = 3e-4            # Adam learning rate of the twin Q
+    value_lr: float = 3e-4             # Adam learning rate of V
+    actor_lr_decay_steps: int = 1_000_000  # cosine decay of the actor lr to 0 over this many steps (0: none)
+    tau: float = 0.005                 # Polyak rate of the target Q
+    dropout: float = 0.0               # dropout in the policy MLP (adroit/kitchen: 0.1)
+    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes
+
+
+@register("iql")
+class IQL(Agent):
+    """Implicit Q-Learning, offline and offline-to-online. Faithfulness: the official JAX code's order,
+    inits (orthogonal √2) and per-domain configs; deviation: online rewards get the same transform as
+    the dataset (the official fine-tuning script leaves online locomotion rewards unscaled)."""
+    Config = IQLConfig
+    DEFAULTS = {
+        "antmaze": {"expectile": 0.9, "temperature": 10.0, "reward_transform": "antmaze"},
+        "adroit": {"expectile": 0.7, "temperature": 0.5, "dropout": 0.1, "reward_transform": "none"},
+        "classic": {},
+        "o2o": {"actor_lr_decay_steps": 0},          # the fine-tuning configs do not decay the lr
+    }
+
+    def __init__(self, spec, cfg: IQLConfig, seeds, device="cpu"):
+        super().__init__(spec, cfg, seeds, device)
+        O, A, init = spec.obs_dim, spec.act_dim, dict(init="orthogonal", gain=math.sqrt(2))
+        self.actor = GaussianActor(O, A, (seeds,), cfg.hidden, dropout=cfg.dropout, **init)
+        self.critic = Critic(O, A, (seeds, 2), cfg.hidden, **init)
+        self.value = ValueNet(O, (seeds,), cfg.hidden, **init)
+        self.critic_target = target(self.critic)
+        actor_opt = self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)
+        self.optimizer("critic", self.critic.parameters(), cfg.critic_lr)
+        self.optimizer("value", self.value.parameters(), cfg.value_lr)
+        if cfg.actor_lr_decay_steps > 0:
+            T = cfg.actor_lr_decay_steps      # optax.cosine_decay_schedule: stays at 0 after T steps
+            self.schedulers["actor"] = torch.optim.lr_scheduler.LambdaLR(
+                actor_opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, T) / T)))
+        self.to(self.device)
+
+    def update(self, b):
+        cfg, b = self.cfg, self.preprocess(b)
+        with torch.no_grad():
+            q_t = self.critic_target(b.obs, b.action).min(1).values                  # [S, B]
+        # 1. V ← expectile of min Q_target
+        diff = q_t - self.value(b.obs)
+        weight = torch.abs(cfg.expectile - (diff < 0).float())
+        value_loss = per_seed_mean(weight * diff ** 2)
+        self.optimizers["value"].zero_grad(set_to_none=True)
+        value_loss.sum().backward()
+        self.optimizers["value"].step()
+        # 2. actor: advantage-weighted regression with the new V
+        with torch.no_grad():
+            v, next_v = self.value(torch.cat([b.obs, b.next_obs], 1)).chunk(2, 1)   # new V at s and s'
+            exp_adv = torch.exp((q_t - v) * cfg.temperature).clamp(max=cfg.exp_adv_max)
+        actor_loss = per_seed_mean(-exp_adv * self.actor.log_prob(b.obs, b.action))
+        self.optimizers["actor"].zero_grad(set_to_none=True)
+        actor_loss.sum().backward()
+        self.optimizers["actor"].step()
+        if "actor" in self.schedulers:
+            self.schedulers["actor"].step()
+        # 3. critic: TD onto r + γ V(s')
+        y = b.reward + cfg.gamma * b.not_done * next_v
+        q = self.critic(b.obs, b.action)                                             # [S, 2, B]
+        critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # [S]
+        self.optimizers["critic"].zero_grad(set_to_none=True)
+        critic_loss.sum().backward()
+        self.optimizers["critic"].step()
+        soft_update(self.critic_target, self.critic, cfg.tau)
+        self.num_updates += 1
+        return {"value_loss": value_loss.detach(), "actor_loss": actor_loss.detach(),
+                "critic_loss": critic_loss.detach(), "q": q.detach().mean((1, 2)),
+                "adv": (q_t - v).mean(1)}
+
+    @torch.no_grad()
+    def act(self, obs, deterministic=True):
+        return self.actor.sample(self.normalize(obs), deterministic)

@@ -1,0 +1,74 @@
+"""TD3+BC (Fujimoto & Gu, 2021): TD3 with a behaviour-cloning term and a Q-scale-free weight λ."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from offrl.agent import Agent, AgentConfig, register
+from offrl.nets import Critic, DeterministicActor, per_seed_mean, soft_update, target
+
+
+@dataclass
+class TD3BCConfig(AgentConfig):
+    normalize_obs: bool = True         # the paper standardises states with dataset mean/std (+1e-3)
+    alpha: float = 2.5                 # λ = α / mean|Q(s, π(s))|: weight of Q against BC in the actor loss
+    actor_lr: float = 3e-4             # Adam learning rate of the actor
+    critic_lr: float = 3e-4            # Adam learning rate of the twin critics
+    tau: float = 0.005                 # Polyak rate of the target networks
+    policy_noise: float = 0.2          # std of the target policy smoothing noise
+    noise_clip: float = 0.5            # clip of the target policy smoothing noise
+    policy_freq: int = 2               # actor and targets are updated every k critic steps
+    exploration_noise: float = 0.1     # std of Gaussian action noise when acting online
+    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes of actor and critics
+
+
+@register("td3_bc")
+class TD3BC(Agent):
+    """TD3+BC. Faithfulness: defaults from the paper and its official code; deviations: none."""
+    Config = TD3BCConfig
+
+    def __init__(self, spec, cfg: TD3BCConfig, seeds, device="cpu"):
+        super().__init__(spec, cfg, seeds, device)
+        O, A = spec.obs_dim, spec.act_dim
+        self.actor = DeterministicActor(O, A, (seeds,), cfg.hidden)
+        self.critic = Critic(O, A, (seeds, 2), cfg.hidden)           # twin critics, one module
+        self.actor_target, self.critic_target = target(self.actor), target(self.critic)
+        self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)
+        self.optimizer("critic", self.critic.parameters(), cfg.critic_lr)
+        self.to(self.device)
+
+    def update(self, b):
+        cfg, b = self.cfg, self.preprocess(b)
+        with torch.no_grad():
+            noise = (torch.randn_like(b.action) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_a = (self.actor_target(b.next_obs) + noise).clamp(-1.0, 1.0)
+            q_next = self.critic_target(b.next_obs, next_a).min(1).values            # [S, B]
+            y = b.reward + cfg.gamma * b.not_done * q_next
+        q = self.critic(b.obs, b.action)                                             # [S, 2, B]
+        critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # MSE(Q1)+MSE(Q2), [S]
+        self.optimizers["critic"].zero_grad(set_to_none=True)
+        critic_loss.sum().backward()
+        self.optimizers["critic"].step()
+        metrics = {"critic_loss": critic_loss.detach(), "q": q.detach().mean((1, 2))}
+
+        if self.num_updates % cfg.policy_freq == 0:
+            pi = self.actor(b.obs)
+            q1 = self.critic(b.obs, pi, ensemble=slice(0, 1))[:, 0]                 # Q1 only, [S, B]
+            lmbda = cfg.alpha / q1.abs().mean(1, keepdim=True).detach()              # per seed, [S, 1]
+            actor_loss = per_seed_mean(-lmbda * q1) + per_seed_mean((pi - b.action) ** 2)
+            self.optimizers["actor"].zero_grad(set_to_none=True)
+            actor_loss.sum().backward(inputs=list(self.actor.parameters()))
+            self.optimizers["actor"].step()
+            soft_update(self.critic_target, self.critic, cfg.tau)
+            soft_update(self.actor_target, self.actor, cfg.tau)
+            metrics["actor_loss"] = actor_loss.detach()
+        self.num_updates += 1
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs, deterministic=True):
+        a = self.actor(self.normalize(obs))
+        if deterministic:
+            return a
+        return (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1.0, 1.0)

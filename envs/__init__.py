@@ -1,0 +1,76 @@
+"""Task catalogue: which Gymnasium env a dataset belongs to, its domain, and reference scores.
+
+Installed as `offrl.envs`. Domains select per-domain hyper-parameters of agents
+(`Agent.DOMAIN_DEFAULTS`); reference scores turn returns into normalised scores.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str                 # short name used in dataset ids: hopper, halfcheetah, ...
+    env_id: str | None        # Gymnasium id used for evaluation and online steps (None: not available)
+    domain: str               # locomotion | antmaze | adroit | classic
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("hopper", "Hopper-v5", "locomotion"),
+    Task("halfcheetah", "HalfCheetah-v5", "locomotion"),
+    Task("walker2d", "Walker2d-v5", "locomotion"),
+    Task("ant", "Ant-v5", "locomotion"),
+    Task("invertedpendulum", "InvertedPendulum-v5", "classic"),
+    Task("inverteddoublependulum", "InvertedDoublePendulum-v5", "classic"),
+    Task("reacher", "Reacher-v5", "classic"),
+    Task("antmaze", None, "antmaze"),     # needs gymnasium-robotics, not a dependency
+    Task("pen", None, "adroit"),
+    Task("door", None, "adroit"),
+    Task("hammer", None, "adroit"),
+    Task("relocate", None, "adroit"),
+]}
+
+# D4RL reference returns (d4rl/infos.py; identical for every dataset version and type of an env):
+# normalised = 100 · (return − min) / (max − min).
+D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+    "antmaze": (0.0, 1.0),
+    "pen": (96.262799, 3076.8331017826877),
+    "door": (-56.512833, 2880.5693087298737),
+    "hammer": (-274.856578, 12794.134825156867),
+    "relocate": (-6.425911, 4233.877797728884),
+    "maze2d-umaze": (23.85, 161.86),
+    "maze2d-medium": (13.13, 277.39),
+    "maze2d-large": (6.7, 273.99),
+}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def find_task(name: str) -> Task | None:
+    """The task of a dataset id, D4RL name or env id: 'hopper-medium-v2', 'offrl/hopper/medium-v0',
+    'mujoco/halfcheetah/expert-v0', 'Walker2d-v5', 'D4RL/antmaze/umaze-v1'. None when unknown."""
+    parts = [p for p in re.split(r"[/]", name) if p]
+    candidates = []
+    for p in parts:
+        candidates.append(_key(p.split("-")[0]))
+        candidates.append(_key(re.sub(r"-v\d+$", "", p)))
+    for c in candidates:
+        if c in TASKS:
+            return TASKS[c]
+    return None
+
+
+def d4rl_reference_scores(dataset_name: str) -> tuple[float, float] | None:
+    """D4RL's (ref_min, ref_max) for a D4RL dataset name such as 'hopper-medium-replay-v2'."""
+    base = dataset_name.lower().split("/")[-1]
+    for key in sorted(D4RL_REF_SCORES, key=len, reverse=True):   # maze2d-umaze before a shorter key
+        if base.startswith(key):
+            return D4RL_REF_SCORES[key]
+    return None

@@ -1,0 +1,139 @@
+"""Minari datasets: offrl's own on-disk format.
+
+Reading goes through `minari.load_dataset(id, download=...)` (or a dataset folder path); writing
+through `minari.create_dataset_from_buffers`, which needs no JAX. Writes are staged in a hidden
+folder and renamed into place, so no partial dataset is ever visible under its final id.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from offrl.data.dataset import Dataset, DatasetError, Episode
+from offrl.envs import find_task
+
+
+def datasets_root() -> Path:
+    """Minari's datasets root: $MINARI_DATASETS_PATH, else ~/.minari/datasets."""
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(env) if env else Path.home() / ".minari" / "datasets"
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path) -> Iterator[None]:
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def load_minari(dataset_id_or_path: str, download: bool = False, env_id: str | None = None) -> Dataset:
+    """Load a Minari dataset by id (from the local root; `download=True` fetches it when absent) or by
+    the path of its folder (the one holding `data/metadata.json`)."""
+    import minari
+
+    path = Path(dataset_id_or_path)
+    where = str(dataset_id_or_path)
+    try:
+        if (path / "data" / "metadata.json").is_file():
+            mds = minari.MinariDataset(path / "data")
+        elif (path / "metadata.json").is_file():
+            mds = minari.MinariDataset(path)
+        else:
+            local = datasets_root() / dataset_id_or_path / "data"
+            if not local.exists() and not download:
+                raise DatasetError(
+                    f"dataset {where!r} not found: not a file, not a folder, and not a Minari dataset under "
+                    f"{datasets_root()} (set MINARI_DATASETS_PATH). List local ones with `offrl datasets list`; "
+                    "pass --download to fetch a Minari dataset from its remote")
+            mds = minari.load_dataset(dataset_id_or_path, download=download)
+    except DatasetError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise DatasetError(f"{where}: the Minari dataset could not be read ({type(e).__name__}: {e}); it is "
+                           "corrupted or written by an unsupported Minari version: regenerate or download it again") from None
+    meta: dict[str, Any] = dict(mds.storage.metadata)
+    episodes = []
+    try:
+        for ep in mds.iterate_episodes():
+            if isinstance(ep.observations, (dict, tuple)):
+                raise DatasetError(f"{where}: observations are a Dict/Tuple space; offrl agents take flat "
+                                   "Box observations: flatten them when making the dataset")
+            episodes.append(Episode(np.asarray(ep.observations), np.asarray(ep.actions),
+                                    np.asarray(ep.rewards), np.asarray(ep.terminations),
+                                    np.asarray(ep.truncations)))
+    except (OSError, KeyError) as e:
+        raise DatasetError(f"{where}: reading episodes failed ({type(e).__name__}: {e}); the hdf5 file is "
+                           "truncated or corrupted: regenerate or download it again") from None
+    spec_env = mds.env_spec.id if mds.env_spec is not None else None
+    dataset_id = meta.get("dataset_id", where)
+    task = find_task(dataset_id) or (find_task(spec_env) if spec_env else None)
+    ref_min, ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
+    return Dataset.from_episodes(
+        episodes, where=where, name=dataset_id,
+        env_id=env_id or spec_env or (task.env_id if task else None),
+        ref_min_score=None if ref_min is None else float(ref_min),
+        ref_max_score=None if ref_max is None else float(ref_max),
+        ref_source="dataset metadata" if ref_max is not None else "none",
+        source=where, metadata=meta,
+    )
+
+
+def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | None = None, *,
+                 observation_space: Any = None, action_space: Any = None,
+                 ref_min_score: float | None = None, ref_max_score: float | None = None,
+                 algorithm_name: str | None = None, description: str | None = None,
+                 root: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Write episodes as a Minari dataset `<root>/<dataset_id>` atomically; returns its folder.
+
+    Spaces default to the env's. Reference scores are stored only when both are given (Minari stores
+    them only with a ref_max_score).
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    root = Path(root) if root is not None else datasets_root()
+    final = root / dataset_id
+    if final.exists() and not overwrite:
+        raise DatasetError(f"dataset {dataset_id!r} already exists at {final}; delete it or pass overwrite")
+    Dataset.from_episodes(episodes, where=dataset_id)          # validate before writing anything
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        buffers = [EpisodeBuffer(id=i, observations=ep.observations, actions=ep.actions,
+                                 rewards=ep.rewards, terminations=ep.terminations.astype(bool),
+                                 truncations=ep.truncations.astype(bool))
+                   for i, ep in enumerate(episodes)]
+        with _minari_root(staging), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # Minari nags about optional metadata fields
+            minari.create_dataset_from_buffers(
+                dataset_id, buffer=buffers, env=env_id,
+                observation_space=observation_space, action_space=action_space,
+                ref_min_score=ref_min_score if ref_max_score is not None else None,
+                ref_max_score=ref_max_score, algorithm_name=algorithm_name, description=description,
+                author="offrl", code_permalink="offrl")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging / dataset_id, final)
+        # Keep Minari's namespace listing in step with the dataset just moved in.
+        for ns_meta in staging.rglob("namespace_metadata.json"):
+            dest = root / ns_meta.relative_to(staging)
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(ns_meta, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -1,0 +1,233 @@
+"""Layers with a member axis: every weight has leading member dimensions (seeds, then ensemble).
+
+`Linear(in, out, members=(S, N))` holds a weight [S, N, in, out] and runs one batched matmul for
+all S·N members. Inputs are [*members, B, in]. Each member is initialised independently, exactly as
+a lone PyTorch layer would be. Nothing here mixes members.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Members = tuple[int, ...]
+
+
+class Linear(nn.Module):
+    """y = x W + b per member. weight [*members, in, out], bias [*members, 1, out].
+
+    init: "torch" (PyTorch's default: U(±1/√in) for weight and bias) or "orthogonal" (gain `gain`,
+    zero bias, as in the official IQL/JAX code).
+    """
+
+    def __init__(self, in_features: int, out_features: int, members: Members, init: str = "torch",
+                 gain: float = 1.0):
+        super().__init__()
+        self.members = tuple(members)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(*self.members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(*self.members, 1, out_features))
+        self.reset_parameters(init, gain)
+
+    @torch.no_grad()
+    def reset_parameters(self, init: str = "torch", gain: float = 1.0) -> None:
+        if init == "torch":
+            bound = 1.0 / math.sqrt(self.in_features)
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+        elif init == "orthogonal":
+            w = self.weight.view(-1, self.in_features, self.out_features)
+            for m in range(w.shape[0]):                 # once at construction: a loop is fine here
+                w[m].copy_(nn.init.orthogonal_(torch.empty(self.out_features, self.in_features), gain).T)
+            self.bias.zero_()
+        else:
+            raise ValueError(f"unknown init {init!r}; use 'torch' or 'orthogonal'")
+
+    def forward(self, x: Tensor, ensemble: slice | None = None) -> Tensor:
+        """x [*members, B, in] → [*members, B, out]. `ensemble` selects members along axis 1 (e.g. the
+        first critic of a twin pair), and x then carries only the selected members."""
+        w, b = self.weight, self.bias
+        if ensemble is not None:
+            w, b = w[:, ensemble], b[:, ensemble]
+        m = math.prod(w.shape[:-2])
+        y = torch.baddbmm(b.reshape(m, 1, self.out_features),
+                          x.reshape(m, -1, self.in_features),
+                          w.reshape(m, self.in_features, self.out_features))
+        return y.reshape(*x.shape[:-2], -1, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, members={self.members}"
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over features with a separate affine per member: weight/bias [*members, 1, F]."""
+
+    def __init__(self, features: int, members: Members):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(*members, 1, features))
+        self.bias = nn.Parameter(torch.zeros(*members, 1, features))
+
+    def forward(self, x: Tensor, ensemble: slice | None = None) -> Tensor:
+        w, b = (self.weight, self.bias) if ensemble is None else (self.weight[:, ensemble], self.bias[:, ensemble])
+        return F.layer_norm(x, x.shape[-1:]) * w + b
+
+
+class MLP(nn.Module):
+    """Linear → [LayerNorm] → ReLU → [Dropout] per hidden layer, then a linear output layer.
+
+    x [*members, B, in] → [*members, B, out]. `activate_final` also applies the hidden-layer block
+    after the last layer (for trunks that feed separate heads).
+    """
+
+    def __init__(self, in_features: int, out_features: int, members: Members, hidden: Sequence[int] = (256, 256),
+                 layernorm: bool = False, dropout: float = 0.0, activate_final: bool = False,
+                 init: str = "torch", gain: float = 1.0, last_gain: float | None = None):
+        super().__init__()
+        sizes = [in_features, *hidden, out_features]
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            self.layers.append(Linear(a, b, members, init, gain if not last or last_gain is None else last_gain))
+            if layernorm and (not last or activate_final):
+                self.norms.append(LayerNorm(b, members))
+        self.layernorm, self.dropout, self.activate_final = layernorm, dropout, activate_final
+
+    def forward(self, x: Tensor, ensemble: slice | None = None) -> Tensor:
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, ensemble)
+            if i < n - 1 or self.activate_final:
+                if self.layernorm:
+                    x = self.norms[i](x, ensemble)
+                x = F.relu(x)
+                if self.dropout > 0:
+                    x = F.dropout(x, self.dropout, self.training)
+        return x
+
+
+def broadcast_members(x: Tensor, members: Members) -> Tensor:
+    """[S, B, F] → [S, N, B, F] for an ensemble of N per seed; inputs already [S, N, B, F] pass."""
+    if x.dim() == len(members) + 2 or len(members) == 1:
+        return x
+    return x.unsqueeze(1).expand(*members, *x.shape[1:])
+
+
+class Critic(nn.Module):
+    """Ensemble Q(s, a): members (S, N). obs [S, B, O] (or [S, N, B, O]), action likewise → Q [S, N, B].
+
+    `ensemble` evaluates only the selected members, e.g. slice(0, 1) for TD3's Q1 → [S, 1, B].
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, members: Members, hidden: Sequence[int] = (256, 256), **mlp):
+        super().__init__()
+        self.members = tuple(members)
+        self.net = MLP(obs_dim + act_dim, 1, self.members, hidden, **mlp)
+
+    def forward(self, obs: Tensor, action: Tensor, ensemble: slice | None = None) -> Tensor:
+        x = torch.cat([obs, action], -1)
+        if x.dim() == 3:
+            n = len(range(*ensemble.indices(self.members[1]))) if ensemble is not None else self.members[1]
+            x = x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:])
+        return self.net(x, ensemble).squeeze(-1)
+
+
+class ValueNet(nn.Module):
+    """V(s): members (S,) or (S, N). obs [S, B, O] → [*members, B]."""
+
+    def __init__(self, obs_dim: int, members: Members, hidden: Sequence[int] = (256, 256), **mlp):
+        super().__init__()
+        self.members = tuple(members)
+        self.net = MLP(obs_dim, 1, self.members, hidden, **mlp)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(broadcast_members(obs, self.members)).squeeze(-1)
+
+
+class DeterministicActor(nn.Module):
+    """a = tanh(MLP(s)): obs [S, B, O] → actions [S, B, A] in [-1, 1] (TD3, TD3+BC, BC)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, members: Members, hidden: Sequence[int] = (256, 256), **mlp):
+        super().__init__()
+        self.net = MLP(obs_dim, act_dim, members, hidden, **mlp)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return torch.tanh(self.net(obs))
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC's policy: u ~ N(μ(s), σ(s)), a = tanh(u), with state-dependent log σ clamped to [min, max].
+
+    forward(obs [S, B, O]) → (action [S, B, A], log_prob [S, B]) with a reparameterised sample;
+    `deterministic=True` returns tanh(μ) and a log-prob of zeros.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, members: Members, hidden: Sequence[int] = (256, 256),
+                 log_std_min: float = -20.0, log_std_max: float = 2.0, **mlp):
+        super().__init__()
+        self.act_dim = act_dim
+        self.net = MLP(obs_dim, 2 * act_dim, members, hidden, **mlp)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.net(obs).split(self.act_dim, -1)
+        if deterministic:
+            return torch.tanh(mean), torch.zeros(mean.shape[:-1], device=mean.device)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        eps = torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
+        # log N(u; μ, σ) − Σ log(1 − tanh(u)²), the latter written stably as 2(log 2 − u − softplus(−2u)).
+        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+
+class GaussianActor(nn.Module):
+    """IQL's policy: N(tanh(MLP(s)), exp(log σ)) with a state-independent log σ (init 0) clipped to
+    [log_std_min, log_std_max]; not tanh-squashed, so dataset actions have a finite log-prob."""
+
+    def __init__(self, obs_dim: int, act_dim: int, members: Members, hidden: Sequence[int] = (256, 256),
+                 log_std_min: float = -5.0, log_std_max: float = 2.0, **mlp):
+        super().__init__()
+        self.net = MLP(obs_dim, act_dim, members, hidden, activate_final=False, **mlp)
+        self.log_std = nn.Parameter(torch.zeros(*members, 1, act_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean [S, B, A], log σ [S, 1, A])."""
+        return torch.tanh(self.net(obs)), self.log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
+        """log π(a|s) [S, B] of a diagonal Gaussian."""
+        mean, log_std = self(obs)
+        z = (action - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def sample(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        mean, log_std = self(obs)
+        if deterministic:
+            return mean
+        return (mean + log_std.exp() * torch.randn_like(mean)).clamp(-1.0, 1.0)
+
+
+def target(module: nn.Module) -> nn.Module:
+    """A frozen copy of `module` for Polyak-averaged targets."""
+    t = copy.deepcopy(module)
+    t.requires_grad_(False)
+    return t
+
+
+@torch.no_grad()
+def soft_update(target_net: nn.Module, source: nn.Module, tau: float) -> None:
+    """target ← τ·source + (1−τ)·target, all tensors in one fused call."""
+    torch._foreach_lerp_(list(target_net.parameters()), list(source.parameters()), tau)
+
+
+def per_seed_mean(x: Tensor) -> Tensor:
+    """Mean over everything but the leading seed axis: [S, ...] → [S]. Sum the result over seeds to get
+    a loss whose gradient for each seed is exactly that seed's own."""
+    return x.reshape(x.shape[0], -1).mean(1)
