@@ -6,6 +6,7 @@ terminations only: a time-limit truncation is an episode end, not a terminal sta
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -95,6 +96,7 @@ class Dataset:
     ref_source: str = "none"          # where the reference scores came from (metadata, D4RL table, ...)
     source: str = ""                  # path or id it was loaded from
     metadata: dict[str, Any] = field(default_factory=dict)
+    actions_normalized: bool = False  # actions already mapped from the env's bounds to [-1, 1]
 
     @classmethod
     def from_episodes(cls, episodes: Sequence[Episode], *, where: str = "dataset", **info: Any) -> "Dataset":
@@ -158,8 +160,12 @@ class Dataset:
                                "add them to the dataset metadata or to offrl.envs' table")
         return 100.0 * (np.asarray(returns, np.float64) - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
-    def check_spaces(self, observation_space: Any, action_space: Any) -> None:
-        """Raise if the dataset's shapes or action range do not fit an environment's spaces."""
+    def fit_to_env(self, observation_space: Any, action_space: Any) -> "Dataset":
+        """Check the dataset against an env's (unwrapped) spaces; return it with actions in [-1, 1].
+
+        Datasets store actions in the env's own units (as D4RL and Minari do); offrl's actors act in
+        [-1, 1] and `make_env` rescales env actions to match, so dataset actions get the same map.
+        """
         obs_shape, act_shape = tuple(observation_space.shape), tuple(action_space.shape)
         if obs_shape != (self.obs_dim,) or act_shape != (self.act_dim,):
             raise DatasetError(
@@ -167,14 +173,20 @@ class Dataset:
                 f"{self.env_id} has observation shape {obs_shape} and action shape {act_shape}; the data "
                 "comes from another environment version (e.g. D4RL Ant is 111-d, Gymnasium Ant-v5 105-d): "
                 "pass the matching --env")
-        low, high = np.asarray(action_space.low), np.asarray(action_space.high)
-        if not (np.allclose(low, -1) and np.allclose(high, 1)):
-            raise DatasetError(f"{self.source}: env {self.env_id} has actions in [{low.min()}, {high.max()}]; "
-                               "offrl's actors act in [-1, 1]: rescale the env's actions to [-1, 1]")
+        if self.actions_normalized:
+            return self
+        low, high = np.asarray(action_space.low, np.float64), np.asarray(action_space.high, np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise DatasetError(f"env {self.env_id} has an unbounded action space; offrl needs bounded Box actions")
         a = self.actions
-        if a.min() < -1 - 1e-4 or a.max() > 1 + 1e-4:
-            raise DatasetError(f"{self.source}: dataset actions range over [{a.min():.3g}, {a.max():.3g}], "
-                               "outside the action space [-1, 1]; clip or rescale them")
+        tol = 1e-4 * (high - low)
+        if (a < low - tol).any() or (a > high + tol).any():
+            raise DatasetError(f"{self.source}: dataset actions range over [{a.min():.3g}, {a.max():.3g}], outside "
+                               f"env {self.env_id}'s action space [{low.min():.3g}, {high.max():.3g}]; clip them "
+                               "or pass the env they came from with --env")
+        scaled = (2.0 * (a - low) / (high - low) - 1.0) if not (np.allclose(low, -1) and np.allclose(high, 1)) else a
+        return dataclasses.replace(self, actions=np.clip(scaled, -1.0, 1.0).astype(np.float32),
+                                   actions_normalized=True)
 
 
 def flat_episodes(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,

@@ -118,12 +118,16 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | Non
                    for i, ep in enumerate(episodes)]
         with _minari_root(staging), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # Minari nags about optional metadata fields
-            minari.create_dataset_from_buffers(
+            created = minari.create_dataset_from_buffers(
                 dataset_id, buffer=buffers, env=env_id,
                 observation_space=observation_space, action_space=action_space,
                 ref_min_score=ref_min_score if ref_max_score is not None else None,
                 ref_max_score=ref_max_score, algorithm_name=algorithm_name, description=description,
                 author="offrl", code_permalink="offrl")
+            if ref_min_score is not None and ref_max_score is not None:
+                # Minari drops reference scores when no env spec is given; store them regardless.
+                created.storage.update_metadata({"ref_min_score": float(ref_min_score),
+                                                 "ref_max_score": float(ref_max_score)})
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)

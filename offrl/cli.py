@@ -1,0 +1,144 @@
+"""The `offrl` command: train, agents, datasets."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+
+from offrl import OffrlError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from offrl.agent import parse_overrides
+    from offrl.trainer import RunConfig, Trainer, run_from_config_file
+
+    if args.config:
+        run = run_from_config_file(args.config)
+    else:
+        if not args.agent:
+            raise OffrlError("offrl train needs --agent NAME (or --config RUN_DIR/config.json)")
+        run = RunConfig(agent=args.agent)
+    for key in ("dataset", "env", "domain", "seeds", "seed", "steps", "online_steps", "online_capacity",
+                "eval_every", "eval_episodes", "log_every", "checkpoint_every", "device", "threads"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(run, key, value)
+    if args.download:
+        run.download = True
+    run.plugins = list(run.plugins) + [str(Path(p).resolve()) for p in args.plugin]
+    run.agent_config = {**run.agent_config, **parse_overrides(args.set)}
+    out = args.out or Path("runs") / "train" / f"{run.agent}-{_slug(run.dataset or run.env or 'online')}-seed{run.seed}"
+    trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None)
+    result = trainer.train()
+    print(f"run directory: {out}")
+    for stat in ("final", "best"):
+        if stat in result:
+            norm = result[stat]["normalized"]
+            shown = norm if norm is not None else result[stat]["return"]
+            label = "normalised score" if norm is not None else "return"
+            print(f"{stat:>5} {label} per seed ({result['eval_episodes']} episodes each): "
+                  + ", ".join(f"{x:.1f}" for x in shown))
+    return 0
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).stem if text.endswith(".hdf5") else text).strip("_")
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from offrl.agent import REGISTRY, load_builtins, load_plugin
+
+    load_builtins()
+    for p in args.plugin:
+        load_plugin(p)
+    width = max(len(n) for n in REGISTRY)
+    for name in sorted(REGISTRY):
+        print(f"{name:<{width}}  {REGISTRY[name].summary}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from offrl.data import datasets_root, load_dataset
+
+    if args.action == "list":
+        root = datasets_root()
+        found = sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")) if root.exists() else []
+        if not found:
+            print(f"no local Minari datasets under {root} (set MINARI_DATASETS_PATH)")
+        for ds_id in found:
+            meta = json.loads((root / ds_id / "data" / "metadata.json").read_text())
+            print(f"{ds_id:<45} episodes {meta.get('total_episodes', '?'):>6}  steps {meta.get('total_steps', '?'):>8}")
+        return 0
+    if not args.id:
+        raise OffrlError("offrl datasets info needs a dataset id or path")
+    ds = load_dataset(args.id)
+    returns = ds.episode_returns()
+    info = {"dataset": ds.name, "source": ds.source, "env": ds.env_id, "transitions": len(ds),
+            "episodes": ds.num_episodes, "terminals": int(ds.terminals.sum()), "timeouts": int(ds.timeouts.sum()),
+            "obs_dim": ds.obs_dim, "act_dim": ds.act_dim,
+            "return_min": float(returns.min()), "return_mean": float(returns.mean()), "return_max": float(returns.max()),
+            "ref_min_score": ds.ref_min_score, "ref_max_score": ds.ref_max_score, "ref_source": ds.ref_source}
+    if ds.ref_min_score is not None and ds.ref_max_score is not None:
+        info["normalized_mean_return"] = float(ds.normalized_score(returns.mean()))
+    for key in ("algorithm_name", "description", "author"):
+        if ds.metadata.get(key):
+            info[key] = ds.metadata[key]
+    for k, v in info.items():
+        print(f"{k:<24} {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="offrl", description="Offline and offline-to-online RL for continuous control.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an agent on a dataset (and optionally online)")
+    t.add_argument("--agent", help="registered agent name (see `offrl agents`)")
+    t.add_argument("--dataset", help="Minari dataset id, Minari dataset folder, or D4RL .hdf5 file")
+    t.add_argument("--env", help="Gymnasium env id for evaluation/online steps (default: the dataset's)")
+    t.add_argument("--domain", help="hyper-parameter domain (auto|locomotion|antmaze|adroit|classic)")
+    t.add_argument("--seeds", type=int, help="number of seeds trained at once (member axis)")
+    t.add_argument("--seed", type=int, help="base random seed")
+    t.add_argument("--steps", type=int, help="offline gradient steps")
+    t.add_argument("--online-steps", type=int, help="online env steps per seed after the offline phase")
+    t.add_argument("--online-capacity", type=int, help="online buffer rows per seed (default: online steps)")
+    t.add_argument("--eval-every", type=int, help="evaluate every k steps")
+    t.add_argument("--eval-episodes", type=int, help="evaluation episodes per seed")
+    t.add_argument("--log-every", type=int, help="log metrics every k steps")
+    t.add_argument("--checkpoint-every", type=int, help="checkpoint every k steps")
+    t.add_argument("--device", help="cpu | cuda")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--download", action="store_true", help="download a missing Minari dataset")
+    t.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent config override")
+    t.add_argument("--out", help="run directory (default runs/train/<agent>-<dataset>-seed<seed>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--config", help="rerun from a run directory's config.json")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.set_defaults(func=_train)
+
+    a = sub.add_parser("agents", help="list registered agents")
+    a.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
+    a.set_defaults(func=_agents)
+
+    d = sub.add_parser("datasets", help="list local datasets or describe one")
+    d.add_argument("action", choices=["list", "info"])
+    d.add_argument("id", nargs="?", help="dataset id or path (for info)")
+    d.set_defaults(func=_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OffrlError as e:
+        print(f"offrl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""The one training loop: offline gradient steps, then online env steps, evaluation, run directory.
+
+A run directory holds config.json (enough to rerun), metrics.jsonl, TensorBoard events (tb/),
+checkpoint.pt (weights, optimisers, online buffer, RNG states, counters; written atomically) and,
+when finished, final.json with raw and normalised scores per seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from offrl import OffrlError, __version__
+from offrl.agent import Agent, Spec, get_agent, load_plugin, resolve_config
+from offrl.buffer import Buffer
+from offrl.data import Dataset, load_dataset
+from offrl.envs import find_task
+from offrl.evaluate import EnvBatch, evaluate, make_env
+from offrl.utils import atomic_write, closest, write_json
+
+
+class NonFiniteError(OffrlError):
+    """A loss went non-finite; the run stopped and kept its last good checkpoint."""
+
+
+class _Pause(Exception):
+    """Raised inside the loop when `train(until=...)` reaches its step; the checkpoint is written."""
+
+
+@dataclass
+class RunConfig:
+    """Everything about a run that is not the agent's own hyper-parameters."""
+    agent: str = "td3_bc"              # registered agent name (`offrl agents`)
+    dataset: str | None = None         # Minari id, Minari folder or D4RL .hdf5 path (None: online only)
+    env: str | None = None             # Gymnasium env id for evaluation/online steps (default: the dataset's)
+    domain: str = "auto"               # hyper-parameter domain: auto | locomotion | antmaze | adroit | classic
+    seeds: int = 1                     # S seeds trained at once along the member axis
+    seed: int = 0                      # base random seed
+    steps: int = 1_000_000             # offline gradient steps
+    online_steps: int = 0              # online env steps per seed after the offline phase
+    online_capacity: int = 0           # online FIFO rows per seed (0: online_steps)
+    eval_every: int = 5000             # evaluate every k steps of each phase (0: only at the end)
+    eval_episodes: int = 10            # evaluation episodes per seed
+    log_every: int = 1000              # write metrics every k steps
+    checkpoint_every: int = 10000      # write a checkpoint every k steps (and at each phase end)
+    device: str = "cpu"                # cpu | cuda | cuda:N
+    threads: int = 0                   # torch CPU threads (0: torch's default)
+    download: bool = False             # fetch a missing Minari dataset from its remote
+    plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent
+    agent_config: dict[str, Any] = field(default_factory=dict)  # agent overrides (--set key=value)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            raise OffrlError(f"unknown run setting {unknown[0]!r}{closest(unknown[0], names)}")
+        return cls(**d)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Builds dataset, buffer, agent and envs from a RunConfig, validating everything first, then runs."""
+
+    def __init__(self, run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None,
+                 dataset: Dataset | None = None):
+        self.run, self.out, self.progress = run, Path(out), progress
+        for p in run.plugins:
+            load_plugin(p)
+        agent_cls = get_agent(run.agent)
+        if run.seeds < 1:
+            raise OffrlError(f"--seeds must be ≥ 1, got {run.seeds}")
+        if run.steps < 0 or run.online_steps < 0:
+            raise OffrlError("--steps and --online-steps must be ≥ 0")
+        if run.steps == 0 and run.online_steps == 0:
+            raise OffrlError("nothing to do: both --steps and --online-steps are 0")
+        if run.dataset is None and run.steps > 0:
+            raise OffrlError("offline steps need a dataset: pass --dataset, or --steps 0 for an online-only run")
+        self.ckpt_path = self.out / "checkpoint.pt"
+        if self.out.exists() and (self.ckpt_path.exists() or (self.out / "final.json").exists()) and not resume:
+            raise OffrlError(f"run directory {self.out} already holds a run; pass --resume to continue it, "
+                             "or choose another --out")
+        if resume and (self.out / "config.json").exists():
+            saved = json.loads((self.out / "config.json").read_text())["run"]
+            mine = dataclasses.asdict(run)
+            diff = [k for k in ("agent", "dataset", "seeds", "seed", "steps", "online_steps", "agent_config")
+                    if saved.get(k) != mine.get(k)]
+            if diff:
+                raise OffrlError(f"--resume: {self.out} was started with different settings ({', '.join(diff)}: "
+                                 f"{[saved.get(k) for k in diff]} vs {[mine.get(k) for k in diff]}); rerun with the "
+                                 "same settings or choose another --out")
+
+        # Data and env: every check before any work starts.
+        self.dataset = dataset if dataset is not None else (
+            load_dataset(run.dataset, download=run.download, env_id=run.env) if run.dataset else None)
+        env_id = run.env or (self.dataset.env_id if self.dataset else None)
+        needs_env = run.online_steps > 0 or run.eval_episodes > 0
+        if needs_env and env_id is None:
+            raise OffrlError(f"dataset {run.dataset} names no environment; pass --env ENV_ID "
+                             "(or --eval-episodes 0 for an offline run without evaluation)")
+        self.env_id = env_id
+        probe = make_env(env_id) if env_id else None
+        if self.dataset is not None and probe is not None:
+            raw = probe.unwrapped              # the env's own action units, before offrl's rescaling
+            self.dataset = dataclasses.replace(self.dataset.fit_to_env(raw.observation_space, raw.action_space),
+                                               env_id=self.dataset.env_id or env_id)
+        if self.dataset is not None:
+            obs_dim, act_dim = self.dataset.obs_dim, self.dataset.act_dim
+        else:
+            obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+        if probe is not None:
+            probe.close()
+        task = find_task(run.dataset or "") or find_task(env_id or "")
+        self.domain = run.domain if run.domain != "auto" else (task.domain if task else "locomotion")
+        self.cfg = resolve_config(agent_cls, self.domain, run.online_steps > 0, run.agent_config)
+        self.spec = (Spec.from_dataset(self.dataset, self.domain) if self.dataset is not None
+                     else Spec(obs_dim, act_dim, self.domain))
+        self.ref = (self.dataset.ref_min_score, self.dataset.ref_max_score) if self.dataset else (None, None)
+        self.ref_source = self.dataset.ref_source if self.dataset else "none"
+
+        if run.threads > 0:
+            torch.set_num_threads(run.threads)
+        torch.manual_seed(run.seed)
+        self.device = torch.device(run.device)
+        self.agent: Agent = agent_cls(self.spec, self.cfg, run.seeds, self.device)
+        capacity = run.online_capacity or run.online_steps
+        self.buffer = Buffer(self.dataset, run.seeds, self.device, capacity, obs_dim, act_dim,
+                             self.cfg.mixing(), seed=run.seed + 1)
+        self.eval_envs = EnvBatch(env_id, run.seeds * run.eval_episodes) if run.eval_episodes > 0 else None
+        self.np_rng = np.random.default_rng(run.seed + 2)
+        # Counters and history (restored by resume).
+        self.offline_step = 0
+        self.online_step = 0
+        self.evals: list[dict[str, Any]] = []
+        self.online_episodes: list[dict[str, Any]] = []
+        self.metrics_bytes = 0
+        self.resumed = False
+        if resume and self.ckpt_path.exists():
+            self._load_checkpoint()
+        elif resume and (self.out / "final.json").exists():
+            self.resumed = True
+
+    # --- run directory ---
+    def _config_dict(self) -> dict[str, Any]:
+        return {"offrl_version": __version__, "torch_version": torch.__version__,
+                "run": dataclasses.asdict(self.run), "agent": dataclasses.asdict(self.cfg),
+                "domain": self.domain, "env": self.env_id,
+                "dataset": None if self.dataset is None else {
+                    "name": self.dataset.name, "source": self.dataset.source, "transitions": len(self.dataset),
+                    "episodes": self.dataset.num_episodes, "ref_min_score": self.ref[0],
+                    "ref_max_score": self.ref[1], "ref_source": self.ref_source}}
+
+    def _normalized(self, returns: np.ndarray) -> np.ndarray | None:
+        if self.ref[0] is None or self.ref[1] is None:
+            return None
+        return 100.0 * (returns - self.ref[0]) / (self.ref[1] - self.ref[0])
+
+    def _save_checkpoint(self) -> None:
+        self._check_finite()
+        state = {"agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "rng": _rng_state(),
+                 "np_rng": self.np_rng.bit_generator.state, "offline_step": self.offline_step,
+                 "online_step": self.online_step, "evals": self.evals, "online_episodes": self.online_episodes,
+                 "metrics_bytes": self.metrics_bytes, "online_env": self._online_env_state()}
+        atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
+
+    def _load_checkpoint(self) -> None:
+        try:
+            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise OffrlError(f"{self.ckpt_path}: the checkpoint cannot be read ({type(e).__name__}: {e}); "
+                             "delete it to restart the run from scratch") from None
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load_state_dict(state["buffer"])
+        _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
+                        for k, v in state["rng"].items()})
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.offline_step, self.online_step = state["offline_step"], state["online_step"]
+        self.evals, self.online_episodes = state["evals"], state["online_episodes"]
+        self.metrics_bytes = state["metrics_bytes"]
+        self._saved_online_env = state["online_env"]
+        self.resumed = True
+
+    # --- logging ---
+    def _open_logs(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", self._config_dict())
+        metrics = self.out / "metrics.jsonl"
+        if metrics.exists():                      # drop lines written after the checkpoint we resume from
+            with open(metrics, "r+b") as f:
+                f.truncate(self.metrics_bytes)
+        self.metrics_file = open(metrics, "ab")
+        self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self._global_step() if self.resumed else None)
+
+    def _global_step(self) -> int:
+        return self.offline_step + self.online_step
+
+    def _log(self, kind: str, values: dict[str, Any]) -> None:
+        step = self._global_step()
+        phase = "online" if self.online_step > 0 else "offline"
+        record = {"step": step, "phase": phase, "kind": kind, **values}
+        self.metrics_file.write((json.dumps(record) + "\n").encode())
+        self.metrics_file.flush()
+        self.metrics_bytes = self.metrics_file.tell()
+        for name, v in values.items():
+            if isinstance(v, list) and v and isinstance(v[0], (int, float)):
+                for s, x in enumerate(v):
+                    self.tb.add_scalar(f"{kind}/{name}/seed{s}", x, step)
+
+    def _log_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
+        values = {k: v.float().cpu().tolist() for k, v in metrics.items()}
+        self._check_finite()
+        self._log("train", values)
+
+    # --- non-finite detection without a host sync per step ---
+    def _track_finite(self, metrics: dict[str, torch.Tensor]) -> None:
+        names = sorted(metrics)
+        ok = torch.stack([torch.isfinite(metrics[k]).all() for k in names])
+        first = (~ok).any() & (self._first_bad < 0)
+        self._first_bad = torch.where(first, self._global_step(), self._first_bad)
+        self._last_metrics = metrics
+
+    def _check_finite(self) -> None:
+        if getattr(self, "_first_bad", None) is None or int(self._first_bad) < 0:
+            return
+        bad_names = [k for k, v in self._last_metrics.items() if not torch.isfinite(v).all()]
+        raise NonFiniteError(
+            f"{self.run.agent}: a loss became non-finite at step {int(self._first_bad)} "
+            f"({', '.join(bad_names) or 'see metrics.jsonl'}: {[self._last_metrics[k].tolist() for k in bad_names]}); "
+            f"the run stopped; its last good checkpoint is {self.ckpt_path} (step "
+            f"{self._last_good_step}). Lower the learning rates or check the dataset's rewards")
+
+    # --- evaluation ---
+    def _evaluate(self, phase: str) -> None:
+        if self.eval_envs is None:
+            return
+        index = len(self.evals)
+        returns = evaluate(self.agent, self.eval_envs, self.run.eval_episodes,
+                           seed=self.run.seed * 1_000_003 + 10_000 + index * len(self.eval_envs))
+        mean = returns.mean(1)
+        norm = self._normalized(mean)
+        record = {"step": self._global_step(), "phase": phase, "return": mean.tolist(),
+                  "normalized": None if norm is None else norm.tolist(), "episode_returns": returns.tolist()}
+        self.evals.append(record)
+        self._log("eval", {k: v for k, v in record.items() if k not in ("step", "phase")})
+        if self._bar is not None:
+            shown = norm if norm is not None else mean
+            self._bar.set_postfix_str(f"{'score' if norm is not None else 'return'} {shown.mean():.1f}")
+
+    # --- online env state (episodes interrupted by a kill restart on resume) ---
+    def _online_env_state(self) -> dict[str, Any]:
+        return {"episode_index": getattr(self, "_episode_index", 0)}
+
+    # --- the loop ---
+    def train(self, until: int | None = None) -> dict[str, Any] | None:
+        """Run (or finish) the run; returns the content of final.json.
+
+        until: stop with a checkpoint once this many steps (offline + online) are done and return None;
+        a later `Trainer(..., resume=True).train()` continues exactly where it stopped.
+        """
+        final_path = self.out / "final.json"
+        if final_path.exists() and self.resumed:
+            return json.loads(final_path.read_text())
+        from tqdm import tqdm
+
+        self._open_logs()
+        self._first_bad = torch.tensor(-1, device=self.device)
+        self._last_good_step = self._global_step() if self.ckpt_path.exists() else None
+        total = self.run.steps + self.run.online_steps
+        self._bar = tqdm(total=total, initial=self._global_step(), desc=self.run.agent, unit="step",
+                         disable=None if self.progress is None else not self.progress, dynamic_ncols=True)
+        started = time.time()
+        self._until = until
+        try:
+            self._offline_phase()
+            self._online_phase()
+        except _Pause:
+            return None
+        finally:
+            self._bar.close()
+            self.metrics_file.close()
+            self.tb.close()
+            if self.eval_envs is not None:
+                self.eval_envs.close()
+        result = self._final(time.time() - started)
+        write_json(final_path, result)
+        return result
+
+    def _offline_phase(self) -> None:
+        run, metrics = self.run, None
+        while self.offline_step < run.steps:
+            metrics = self.agent.update(self.buffer.sample(self.cfg.batch_size))
+            self.offline_step += 1
+            self._track_finite(metrics)
+            self._bar.update(1)
+            s = self.offline_step
+            if s % run.log_every == 0 or s == run.steps:
+                self._log_metrics(metrics)
+            if (run.eval_every and s % run.eval_every == 0) or s == run.steps:
+                self._check_finite()
+                self._evaluate("offline")
+            self._maybe_checkpoint(s % run.checkpoint_every == 0 or s == run.steps)
+
+    def _maybe_checkpoint(self, due: bool) -> None:
+        pause = self._until is not None and self._global_step() >= self._until
+        if due or pause:
+            self._save_checkpoint()
+            self._last_good_step = self._global_step()
+        if pause:
+            raise _Pause
+
+    def _online_phase(self) -> None:
+        run, cfg = self.run, self.cfg
+        if self.online_step >= run.online_steps:
+            return
+        S = run.seeds
+        envs = EnvBatch(self.env_id, S)
+        self._episode_index = self._saved_online_env["episode_index"] if hasattr(self, "_saved_online_env") else 0
+
+        def reset(i: int) -> np.ndarray:
+            seed = run.seed * 1_000_003 + 7_000_000 + self._episode_index * S + i
+            return envs.envs[i].reset(seed=seed)[0]
+
+        obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
+        self._episode_index += 1
+        ep_return, ep_len = np.zeros(S), np.zeros(S, np.int64)
+        random_steps = cfg.random_steps if run.steps == 0 else 0
+        try:
+            while self.online_step < run.online_steps:
+                if self.online_step < random_steps:
+                    actions = self.np_rng.uniform(-1, 1, (S, self.spec.act_dim)).astype(np.float32)
+                else:
+                    o = torch.as_tensor(obs, device=self.device)[:, None]
+                    actions = self.agent.act(o, deterministic=False)[:, 0].cpu().numpy()
+                next_obs = np.empty_like(obs)
+                rewards, terms = np.zeros(S, np.float32), np.zeros(S, np.float32)
+                for i, env in enumerate(envs.envs):
+                    o2, r, term, trunc, _ = env.step(actions[i])
+                    next_obs[i], rewards[i], terms[i] = o2, r, float(term)
+                    ep_return[i] += r
+                    ep_len[i] += 1
+                    if term or trunc:
+                        self.online_episodes.append({"step": self._global_step() + 1, "seed": i,
+                                                     "return": float(ep_return[i]), "length": int(ep_len[i])})
+                        ep_return[i], ep_len[i] = 0.0, 0
+                t = lambda x: torch.as_tensor(x, device=self.device)
+                self.buffer.add(t(obs), t(actions), t(rewards), t(next_obs), t(terms))
+                # Reset finished envs only after storing the true final observation.
+                for i, env in enumerate(envs.envs):
+                    if ep_len[i] == 0:
+                        next_obs[i] = reset(i)
+                if (ep_len == 0).any():
+                    self._episode_index += 1
+                obs = next_obs
+                self.online_step += 1
+                self._bar.update(1)
+                metrics = None
+                if self.online_step > random_steps or run.steps > 0:
+                    for _ in range(cfg.utd):
+                        metrics = self.agent.update(self.buffer.sample(cfg.batch_size))
+                    self._track_finite(metrics)
+                s = self.online_step
+                if metrics is not None and (s % run.log_every == 0 or s == run.online_steps):
+                    self._log_metrics(metrics)
+                if (run.eval_every and s % run.eval_every == 0) or s == run.online_steps:
+                    self._check_finite()
+                    self._evaluate("online")
+                self._maybe_checkpoint(s % run.checkpoint_every == 0 or s == run.online_steps)
+        finally:
+            envs.close()
+
+    def _final(self, wall: float) -> dict[str, Any]:
+        run = self.run
+        out: dict[str, Any] = {
+            "agent": run.agent, "dataset": run.dataset, "env": self.env_id, "seeds": run.seeds,
+            "eval_episodes": run.eval_episodes, "steps": run.steps, "online_steps": run.online_steps,
+            "ref_min_score": self.ref[0], "ref_max_score": self.ref[1], "ref_source": self.ref_source,
+            "wall_seconds_last_session": round(wall, 2),
+            "statistics": {"final": "mean return over the eval episodes of each seed at the last evaluation",
+                           "best": "per seed, the maximum over all evaluations of that seed's mean return",
+                           "offline_final": "last evaluation of the offline phase (O2O runs)"},
+        }
+        if not self.evals:
+            return out
+        returns = np.array([e["return"] for e in self.evals])          # [n_evals, S]
+        pack = lambda r: {"return": r.tolist(), "normalized": None if self._normalized(r) is None
+                          else self._normalized(r).tolist()}
+        out["final"] = pack(returns[-1])
+        out["best"] = pack(returns.max(0))
+        offline = [e for e in self.evals if e["phase"] == "offline"]
+        if run.online_steps > 0 and offline:
+            out["offline_final"] = pack(np.array(offline[-1]["return"]))
+        out["final_episode_returns"] = self.evals[-1]["episode_returns"]
+        return out
+
+
+def run_from_config_file(path: str | Path) -> RunConfig:
+    """The RunConfig of a run directory's config.json, with the agent config pinned to what it resolved to."""
+    d = json.loads(Path(path).read_text())
+    run = RunConfig.from_dict(d["run"])
+    run.agent_config = dict(d["agent"])
+    return run

@@ -1,0 +1,172 @@
+"""The generic agent test: every registered agent (built-ins and a plug-in loaded from a file) goes
+through update, act, save, load, resume-equals-uninterrupted, and member independence."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PLUGIN
+from offrl import OffrlError
+from offrl.agent import REGISTRY, Spec, load_builtins, load_plugin, resolve_config
+from offrl.buffer import Batch, Buffer
+from offrl.trainer import NonFiniteError, RunConfig, Trainer
+
+load_builtins()
+load_plugin(PLUGIN)
+AGENTS = sorted(REGISTRY)
+SMALL = {"hidden": "32,32", "batch_size": "16"}
+
+
+def test_the_plugin_and_builtins_share_one_registry():
+    assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq"} <= set(AGENTS)
+
+
+def _make(name, spec, seeds, **over):
+    cls = REGISTRY[name]
+    cfg = resolve_config(cls, "classic", False, {**SMALL, **over})
+    return cls(spec, cfg, seeds, "cpu")
+
+
+@pytest.fixture(scope="module")
+def fitted(pendulum_dataset):
+    import gymnasium as gym
+    env = gym.make("InvertedPendulum-v5")
+    return pendulum_dataset.fit_to_env(env.observation_space, env.action_space)
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_update_act_save_load(name, fitted, tmp_path):
+    torch.manual_seed(0)
+    spec = Spec.from_dataset(fitted, "classic")
+    agent = _make(name, spec, seeds=2)
+    buf = Buffer(fitted, 2, seed=0)
+    for _ in range(3):
+        metrics = agent.update(buf.sample(16))
+    assert metrics and all(v.shape == (2,) and torch.isfinite(v).all() for v in metrics.values())
+    obs = torch.as_tensor(fitted.observations[:10]).view(2, 5, -1)
+    for det in (True, False):
+        a = agent.act(obs, deterministic=det)
+        assert a.shape == (2, 5, 1) and a.abs().max() <= 1.0
+    torch.save(agent.state_dict(), tmp_path / "a.pt")
+    clone = _make(name, spec, seeds=2)
+    clone.load_state_dict(torch.load(tmp_path / "a.pt", weights_only=True))
+    assert clone.num_updates == 3
+    torch.testing.assert_close(clone.act(obs), agent.act(obs), rtol=0, atol=0)
+    # wrong agent or seed count: a clear error
+    other = _make("bc" if name != "bc" else "td3_bc", spec, seeds=2)
+    with pytest.raises(OffrlError, match="checkpoint holds agent"):
+        other.load_state_dict(agent.state_dict())
+    with pytest.raises(OffrlError, match="seeds"):
+        _make(name, spec, seeds=3).load_state_dict(agent.state_dict())
+
+
+def _train_records(out):
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], {k: v for k, v in r.items() if k not in ("step", "phase", "kind")})
+            for r in lines if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_resume_equals_uninterrupted(name, pendulum_dataset, tmp_path):
+    def run_cfg():
+        return RunConfig(agent=name, dataset="pendulum", env="InvertedPendulum-v5", seeds=2, seed=3, steps=8,
+                         eval_episodes=0, log_every=1, checkpoint_every=100, agent_config=dict(SMALL),
+                         plugins=[str(PLUGIN)])
+    straight = Trainer(run_cfg(), tmp_path / "straight", progress=False, dataset=pendulum_dataset)
+    straight.train()
+    first = Trainer(run_cfg(), tmp_path / "resumed", progress=False, dataset=pendulum_dataset)
+    assert first.train(until=4) is None
+    assert not (tmp_path / "resumed" / "final.json").exists()
+    with pytest.raises(OffrlError, match="--resume"):
+        Trainer(run_cfg(), tmp_path / "resumed", progress=False, dataset=pendulum_dataset)
+    second = Trainer(run_cfg(), tmp_path / "resumed", resume=True, progress=False, dataset=pendulum_dataset)
+    second.train()
+    assert _train_records(tmp_path / "straight") == _train_records(tmp_path / "resumed")
+    a, b = straight.agent.state_dict(), second.agent.state_dict()
+    for k in a["nets"]:
+        assert torch.equal(a["nets"][k], b["nets"][k]), k
+    for opt in a["optimizers"]:
+        for pid, st in a["optimizers"][opt]["state"].items():
+            for key, t in st.items():
+                assert torch.equal(t, b["optimizers"][opt]["state"][pid][key]), (opt, pid, key)
+
+
+def _slice_state(state, k, S):
+    """Member k of an S-seed agent's state, as a 1-seed agent's state."""
+    def cut(x):
+        if isinstance(x, torch.Tensor):
+            return x[k:k + 1].clone() if x.dim() >= 1 and x.shape[0] == S else x
+        if isinstance(x, dict):
+            return {key: (v if key in ("obs_mean", "obs_std") else cut(v)) for key, v in x.items()}
+        if isinstance(x, list):
+            return [cut(v) for v in x]
+        return x
+    out = cut(state)
+    out["seeds"] = 1
+    return out
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
+    """Member k of a 3-seed agent, given member k's weights, batch and noise, steps exactly like a
+    1-seed agent. Every random draw of the agents goes through torch.randn_like on [S, ...] tensors;
+    the test records the 3-seed draws and replays member k's slice to the 1-seed agent."""
+    S, k = 3, 1
+    spec = Spec.from_dataset(fitted, "classic")
+    torch.manual_seed(0)
+    big = _make(name, spec, S)
+    small = _make(name, spec, 1)
+    small.load_state_dict(_slice_state(big.state_dict(), k, S))
+    buf = Buffer(fitted, S, seed=1)
+    real_randn_like = torch.randn_like
+    for step in range(4):                           # covers delayed actor steps (policy_freq 2)
+        batch = buf.sample(16)
+        draws = []
+        monkeypatch.setattr(torch, "randn_like", lambda x, **kw: draws.append(real_randn_like(x, **kw)) or draws[-1])
+        m_big = big.update(batch)
+        replay = iter(d[k:k + 1] for d in draws)
+        monkeypatch.setattr(torch, "randn_like", lambda x, **kw: next(replay))
+        m_small = small.update(Batch(*(t[k:k + 1] for t in batch)))
+        monkeypatch.setattr(torch, "randn_like", real_randn_like)
+        assert m_big.keys() == m_small.keys()
+        for key in m_big:
+            torch.testing.assert_close(m_big[key][k:k + 1], m_small[key], rtol=0, atol=1e-6, msg=f"{key} step {step}")
+    big_nets, small_nets = big.state_dict()["nets"], small.state_dict()["nets"]
+    for key, value in small_nets.items():
+        expected = big_nets[key] if key in ("obs_mean", "obs_std") else big_nets[key][k:k + 1]
+        torch.testing.assert_close(expected, value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(pendulum_dataset, tmp_path):
+    run = RunConfig(agent="plugin_bcq", dataset="pendulum", env="InvertedPendulum-v5", seeds=2, steps=20,
+                    eval_episodes=0, log_every=5, checkpoint_every=5, plugins=[str(PLUGIN)],
+                    agent_config={"nan_at_update": "7"})
+    trainer = Trainer(run, tmp_path / "nan", progress=False, dataset=pendulum_dataset)
+    # update 8 (index 7) steps with a NaN loss, so the reported losses are NaN from step 9 on
+    with pytest.raises(NonFiniteError, match="non-finite at step 9") as e:
+        trainer.train()
+    assert "bc_loss" in str(e.value) and "checkpoint" in str(e.value)
+    state = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)
+    assert state["offline_step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["agent"]["nets"].values())
+    assert not (tmp_path / "nan" / "final.json").exists()
+
+
+def test_config_overrides_are_typed_and_checked():
+    cls = REGISTRY["td3_bc"]
+    cfg = resolve_config(cls, "locomotion", False, {"alpha": "5", "policy_freq": "3", "hidden": "64,64"})
+    assert cfg.alpha == 5.0 and cfg.policy_freq == 3 and cfg.hidden == (64, 64)
+    with pytest.raises(OffrlError, match="did you mean 'alpha'"):
+        resolve_config(cls, "locomotion", False, {"alpah": "1"})
+    with pytest.raises(OffrlError, match="expects int"):
+        resolve_config(cls, "locomotion", False, {"policy_freq": "two"})
+    with pytest.raises(OffrlError, match="mixing"):
+        resolve_config(cls, "locomotion", False, {"buffer_mixing": "blend"})
+    iql = REGISTRY["iql"]
+    assert resolve_config(iql, "antmaze", False).expectile == 0.9
+    assert resolve_config(iql, "antmaze", False).reward_transform == "antmaze"
+    assert resolve_config(iql, "locomotion", True).actor_lr_decay_steps == 0
+    assert resolve_config(iql, "locomotion", False).actor_lr_decay_steps == 1_000_000
