@@ -1,0 +1,85 @@
+"""The `offrl` command end to end, as a user runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PLUGIN, TESTS
+
+DATA = TESTS / "data" / "invertedpendulum-scripted-v0"
+
+
+def offrl(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "offrl.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_train_writes_a_complete_run_directory(tmp_path):
+    out = tmp_path / "run"
+    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 2000, "--out", out,
+              "--eval-every", 1000, "--eval-episodes", 3, "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "final normalised score per seed" in p.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["agent"] == "td3_bc" and config["agent"]["alpha"] == 2.5
+    assert config["dataset"]["ref_source"] == "dataset metadata"
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {m["kind"] for m in metrics} == {"train", "eval"} and metrics[-1]["step"] == 2000
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["offline_step"] == 2000 and ckpt["agent"]["agent"] == "td3_bc"
+    final = json.loads((out / "final.json").read_text())
+    assert len(final["final"]["return"]) == 2 and len(final["final"]["normalized"]) == 2
+    assert len(final["best"]["normalized"]) == 2 and "final" in final["statistics"]
+    # config.json is enough to rerun: same settings, a fresh directory
+    p = offrl("train", "--config", out / "config.json", "--steps", 50, "--out", tmp_path / "rerun",
+              "--eval-episodes", 1, "--no-progress")
+    assert p.returncode == 0, p.stderr
+    rerun = json.loads((tmp_path / "rerun" / "config.json").read_text())
+    assert rerun["agent"] == config["agent"]
+    # an existing run is never overwritten without --resume; --resume of a finished run is a no-op
+    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--steps", 2000, "--seeds", 2, "--out", out)
+    assert p.returncode == 2 and "--resume" in p.stderr
+    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 2000, "--out", out,
+              "--eval-every", 1000, "--eval-episodes", 3, "--resume", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "final.json").read_text()) == final
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--agent", "td3bc"], "unknown agent 'td3bc' (did you mean 'td3_bc'?)"),
+    (["--agent", "td3_bc", "--set", "alpah=3"], "did you mean 'alpha'"),
+    (["--agent", "td3_bc", "--set", "alpha=big"], "expects float"),
+    (["--agent", "td3_bc", "--dataset", "nobody/none/x-v0"], "not found"),
+    (["--agent", "td3_bc", "--env", "Hopper-v5"], "observation shape"),
+    (["--agent", "td3_bc", "--env", "NoSuchEnv-v0"], "cannot make env"),
+    (["--agent", "td3_bc", "--seeds", "0"], "--seeds must be"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, args, message):
+    if "--dataset" not in args:
+        args = [*args, "--dataset", DATA]
+    p = offrl("train", *args, "--steps", 10, "--out", tmp_path / "r")
+    assert p.returncode == 2
+    assert message in p.stderr, p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_agents_and_datasets_commands():
+    p = offrl("agents", "--plugin", PLUGIN)
+    assert p.returncode == 0
+    names = [line.split()[0] for line in p.stdout.splitlines()]
+    assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq"} <= set(names)
+    p = offrl("datasets", "info", DATA)
+    assert p.returncode == 0 and "transitions              6501" in p.stdout
+
+
+def test_train_with_a_plugin_file(tmp_path):
+    p = offrl("train", "--agent", "plugin_bcq", "--plugin", PLUGIN, "--dataset", DATA, "--steps", 20,
+              "--eval-episodes", 1, "--out", tmp_path / "p", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "p" / "final.json").exists()
