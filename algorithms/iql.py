@@ -10,6 +10,11 @@ from offrl.agent import Agent, AgentConfig, register
 from offrl.nets import Critic, GaussianActor, ValueNet, per_seed_mean, soft_update, target
 
 
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """|τ − 1(u < 0)| · u² elementwise, u = Q − V: the asymmetric L2 whose minimiser is the τ-expectile."""
+    return torch.where(diff < 0, 1.0 - expectile, expectile) * diff.square()
+
+
 @dataclass
 class IQLConfig(AgentConfig):
     reward_transform: str = "iql_locomotion"  # r·1000/(R_max−R_min) on locomotion; antmaze: r−1
@@ -45,13 +50,15 @@ class IQL(Agent):
         self.critic = Critic(O, A, (seeds, 2), cfg.hidden, **init)
         self.value = ValueNet(O, (seeds,), cfg.hidden, **init)
         self.critic_target = target(self.critic)
-        actor_opt = self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)
-        self.optimizer("critic", self.critic.parameters(), cfg.critic_lr)
+        # Actor and critic steps both depend only on the new V, not on each other (as in the official
+        # update), so they share one backward and one Adam with a param group each: the same math.
+        opt = self.optimizer("actor_critic", [{"params": self.actor.parameters(), "lr": cfg.actor_lr},
+                                              {"params": self.critic.parameters(), "lr": cfg.critic_lr}], cfg.actor_lr)
         self.optimizer("value", self.value.parameters(), cfg.value_lr)
         if cfg.actor_lr_decay_steps > 0:
             T = cfg.actor_lr_decay_steps      # optax.cosine_decay_schedule: stays at 0 after T steps
             self.schedulers["actor"] = torch.optim.lr_scheduler.LambdaLR(
-                actor_opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, T) / T)))
+                opt, [lambda t: 0.5 * (1 + math.cos(math.pi * min(t, T) / T)), lambda t: 1.0])
         self.to(self.device)
 
     def update(self, b):
@@ -59,9 +66,7 @@ class IQL(Agent):
         with torch.no_grad():
             q_t = self.critic_target(b.obs, b.action).min(1).values                  # [S, B]
         # 1. V ← expectile of min Q_target
-        diff = q_t - self.value(b.obs)
-        weight = torch.abs(cfg.expectile - (diff < 0).float())
-        value_loss = per_seed_mean(weight * diff ** 2)
+        value_loss = per_seed_mean(expectile_loss(q_t - self.value(b.obs), cfg.expectile))
         self.optimizers["value"].zero_grad(set_to_none=True)
         value_loss.sum().backward()
         self.optimizers["value"].step()
@@ -70,18 +75,15 @@ class IQL(Agent):
             v, next_v = self.value(torch.cat([b.obs, b.next_obs], 1)).chunk(2, 1)   # new V at s and s'
             exp_adv = torch.exp((q_t - v) * cfg.temperature).clamp(max=cfg.exp_adv_max)
         actor_loss = per_seed_mean(-exp_adv * self.actor.log_prob(b.obs, b.action))
-        self.optimizers["actor"].zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.optimizers["actor"].step()
-        if "actor" in self.schedulers:
-            self.schedulers["actor"].step()
         # 3. critic: TD onto r + γ V(s')
         y = b.reward + cfg.gamma * b.not_done * next_v
         q = self.critic(b.obs, b.action)                                             # [S, 2, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # [S]
-        self.optimizers["critic"].zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.optimizers["critic"].step()
+        self.optimizers["actor_critic"].zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).sum().backward()
+        self.optimizers["actor_critic"].step()
+        if "actor" in self.schedulers:
+            self.schedulers["actor"].step()
         soft_update(self.critic_target, self.critic, cfg.tau)
         self.num_updates += 1
         return {"value_loss": value_loss.detach(), "actor_loss": actor_loss.detach(),

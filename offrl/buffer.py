@@ -27,9 +27,6 @@ class Batch(NamedTuple):
     not_done: Tensor
 
 
-FIELDS = Batch._fields
-
-
 @dataclass
 class Mixing:
     """How a batch is split between offline data and online transitions (the O2O schemes).
@@ -62,6 +59,9 @@ class Mixing:
 class Buffer:
     """Offline transitions (shared by seeds) + an online FIFO per seed, all on `device`.
 
+    Each transition is one row [obs | action | reward | next_obs | not_done] of a float32 matrix, so a
+    batch is one gather; `Batch` fields are column views of it.
+
     dataset: the offline data, or None for online-only runs.
     seeds: S; online_capacity: C rows per seed (0 for offline-only runs).
     """
@@ -76,44 +76,48 @@ class Buffer:
         self.generator.manual_seed(seed)
         if dataset is not None:
             obs_dim, act_dim = dataset.obs_dim, dataset.act_dim
-            to = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=self.device)
-            self.offline = Batch(to(dataset.observations), to(dataset.actions), to(dataset.rewards),
-                                 to(dataset.next_observations), to(~dataset.terminals).float())
-        else:
-            self.offline = None
         if obs_dim is None or act_dim is None:
             raise OffrlError("a Buffer without a dataset needs obs_dim and act_dim")
+        O, A = obs_dim, act_dim
+        self.columns = (slice(0, O), slice(O, O + A), O + A, slice(O + A + 1, 2 * O + A + 1), 2 * O + A + 1)
+        self.width = 2 * O + A + 2
+        self.offline = None
+        if dataset is not None:
+            rows = np.concatenate([dataset.observations, dataset.actions, dataset.rewards[:, None],
+                                   dataset.next_observations, (~dataset.terminals)[:, None]], 1, dtype=np.float32)
+            self.offline = torch.as_tensor(rows, device=self.device)
         self.capacity = online_capacity
         self.online_size = 0          # rows filled per seed (the same for every seed: envs step in lockstep)
         self.online_pos = 0           # next row to write
         self.online_added = 0         # online transitions added per seed since the start
-        S, C = seeds, online_capacity
-        z = lambda *shape: torch.zeros(S, C, *shape, device=self.device)
-        self.online = Batch(z(obs_dim), z(act_dim), z(), z(obs_dim), z()) if C > 0 else None
+        self.online = (torch.zeros(seeds, online_capacity, self.width, device=self.device)
+                       if online_capacity > 0 else None)
 
     @property
     def offline_size(self) -> int:
-        return 0 if self.offline is None else len(self.offline.reward)
+        return 0 if self.offline is None else len(self.offline)
+
+    def _batch(self, rows: Tensor) -> Batch:
+        """Column views of gathered rows [S, B, width]."""
+        return Batch(*(rows[..., c] for c in self.columns))
 
     def add(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor, terminal: Tensor) -> None:
         """Append one transition per seed: obs [S, O], action [S, A], reward/terminal [S]."""
         if self.online is None:
             raise OffrlError("this buffer has no online part; create it with online_capacity > 0")
-        row = self.online_pos
-        for store, value in zip(self.online, (obs, action, reward, next_obs, 1.0 - terminal.float())):
-            store[:, row] = value
-        self.online_pos = (row + 1) % self.capacity
+        self.online[:, self.online_pos] = torch.cat(
+            [obs, action, reward[:, None], next_obs, 1.0 - terminal.float()[:, None]], 1)
+        self.online_pos = (self.online_pos + 1) % self.capacity
         self.online_size = min(self.online_size + 1, self.capacity)
         self.online_added += 1
 
-    def _offline_rows(self, n: int) -> Batch:
+    def _offline_rows(self, n: int) -> Tensor:
         idx = torch.randint(self.offline_size, (self.seeds, n), device=self.device, generator=self.generator)
-        return Batch(*(f[idx] for f in self.offline))
+        return self.offline[idx]
 
-    def _online_rows(self, n: int) -> Batch:
+    def _online_rows(self, n: int) -> Tensor:
         idx = torch.randint(self.online_size, (self.seeds, n), device=self.device, generator=self.generator)
-        seed_idx = torch.arange(self.seeds, device=self.device)[:, None]
-        return Batch(*(f[seed_idx, idx] for f in self.online))
+        return self.online[torch.arange(self.seeds, device=self.device)[:, None], idx]
 
     def sample(self, batch_size: int) -> Batch:
         """A batch [S, B, ...]: each seed draws its own indices."""
@@ -121,41 +125,32 @@ class Buffer:
         if n_off + n_on == 0:
             raise OffrlError("cannot sample from an empty buffer")
         if n_on == 0:
-            return self._offline_rows(batch_size)
+            return self._batch(self._offline_rows(batch_size))
         if n_off == 0:
-            return self._online_rows(batch_size)
+            return self._batch(self._online_rows(batch_size))
         if self.mixing.scheme == "union":
             idx = torch.randint(n_off + n_on, (self.seeds, batch_size), device=self.device, generator=self.generator)
-            from_offline = idx < n_off
-            off_idx = idx.clamp(max=n_off - 1)
-            on_idx = (idx - n_off).clamp(min=0)
+            from_offline = (idx < n_off)[..., None]
             seed_idx = torch.arange(self.seeds, device=self.device)[:, None]
-            out = []
-            for off, on in zip(self.offline, self.online):
-                a, b = off[off_idx], on[seed_idx, on_idx]
-                mask = from_offline.view(*from_offline.shape, *([1] * (a.dim() - 2)))
-                out.append(torch.where(mask, a, b))
-            return Batch(*out)
+            rows = torch.where(from_offline, self.offline[idx.clamp(max=n_off - 1)],
+                               self.online[seed_idx, (idx - n_off).clamp(min=0)])
+            return self._batch(rows)
         k = self.mixing.offline_rows(batch_size, self.online_added)
         if k == 0:
-            return self._online_rows(batch_size)
+            return self._batch(self._online_rows(batch_size))
         if k == batch_size:
-            return self._offline_rows(batch_size)
-        off, on = self._offline_rows(k), self._online_rows(batch_size - k)
-        return Batch(*(torch.cat([a, b], 1) for a, b in zip(off, on)))
+            return self._batch(self._offline_rows(batch_size))
+        return self._batch(torch.cat([self._offline_rows(k), self._online_rows(batch_size - k)], 1))
 
     # --- checkpoints: the online part and the sampling RNG (the offline part comes from the dataset) ---
     def state_dict(self) -> dict:
-        return {"online": None if self.online is None else {k: v[:, :self.online_size].cpu()
-                                                            for k, v in self.online._asdict().items()},
+        return {"online": None if self.online is None else self.online[:, :self.online_size].cpu(),
                 "online_pos": self.online_pos, "online_size": self.online_size,
                 "online_added": self.online_added, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if state["online"] is not None:
-            n = state["online_size"]
-            for k, v in state["online"].items():
-                getattr(self.online, k)[:, :n] = v.to(self.device)
+            self.online[:, :state["online_size"]] = state["online"].to(self.device)
         self.online_pos, self.online_size = state["online_pos"], state["online_size"]
         self.online_added = state["online_added"]
         self.generator.set_state(state["generator"])
