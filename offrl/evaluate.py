@@ -33,6 +33,44 @@ def make_env(env_id: str) -> gym.Env:
     return env
 
 
+def _time_limit(env: gym.Env) -> Any:
+    e = env
+    while hasattr(e, "env"):
+        if isinstance(e, gym.wrappers.TimeLimit):
+            return e
+        e = e.env
+    return None
+
+
+def env_state(env: gym.Env) -> dict[str, Any] | None:
+    """A snapshot of a MuJoCo env mid-episode (physics incl. the solver warm start, time-limit counter,
+    the env's RNG), enough to continue bit-exactly after a restart; None for other envs."""
+    import mujoco
+
+    u = env.unwrapped
+    if not (hasattr(u, "model") and hasattr(u, "data") and isinstance(u.model, mujoco.MjModel)):
+        return None
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    physics = np.empty(mujoco.mj_stateSize(u.model, spec))
+    mujoco.mj_getState(u.model, u.data, physics, spec)
+    limit = _time_limit(env)
+    return {"physics": torch.from_numpy(physics), "elapsed": None if limit is None else limit._elapsed_steps,
+            "np_random": u.np_random.bit_generator.state}
+
+
+def restore_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Put a (reset) env back into the state `env_state` took."""
+    import mujoco
+
+    u = env.unwrapped
+    mujoco.mj_setState(u.model, u.data, state["physics"].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_forward(u.model, u.data)
+    limit = _time_limit(env)
+    if limit is not None:
+        limit._elapsed_steps = state["elapsed"]
+    u.np_random.bit_generator.state = state["np_random"]
+
+
 class EnvBatch:
     """n envs of one id stepped together; each is reset with its own seed."""
 

@@ -22,7 +22,7 @@ from offrl.agent import Agent, Spec, get_agent, load_plugin, resolve_config
 from offrl.buffer import Buffer
 from offrl.data import Dataset, load_dataset
 from offrl.envs import find_task
-from offrl.evaluate import EnvBatch, evaluate, make_env
+from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state
 from offrl.utils import atomic_write, closest, write_json
 
 
@@ -267,9 +267,15 @@ class Trainer:
             shown = norm if norm is not None else mean
             self._bar.set_postfix_str(f"{'score' if norm is not None else 'return'} {shown.mean():.1f}")
 
-    # --- online env state (episodes interrupted by a kill restart on resume) ---
-    def _online_env_state(self) -> dict[str, Any]:
-        return {"episode_index": getattr(self, "_episode_index", 0)}
+    # --- online env state: episodes in flight survive a restart exactly (MuJoCo envs) ---
+    def _online_env_state(self) -> dict[str, Any] | None:
+        o = getattr(self, "_online", None)
+        if o is None:
+            return None
+        states = [env_state(e) for e in o["envs"].envs]
+        return {"episode_index": o["episode_index"], "obs": torch.from_numpy(o["obs"].copy()),
+                "ep_return": torch.from_numpy(o["ep_return"].copy()), "ep_len": torch.from_numpy(o["ep_len"].copy()),
+                "envs": None if any(x is None for x in states) else states}
 
     # --- the loop ---
     def train(self, until: int | None = None) -> dict[str, Any] | None:
@@ -334,24 +340,39 @@ class Trainer:
         if self.online_step >= run.online_steps:
             return
         S = run.seeds
-        envs = EnvBatch(self.env_id, S)
-        self._episode_index = self._saved_online_env["episode_index"] if hasattr(self, "_saved_online_env") else 0
+        o = self._online = {"envs": EnvBatch(self.env_id, S), "episode_index": 0,
+                            "ep_return": np.zeros(S), "ep_len": np.zeros(S, np.int64)}
+        envs = o["envs"]
 
         def reset(i: int) -> np.ndarray:
-            seed = run.seed * 1_000_003 + 7_000_000 + self._episode_index * S + i
+            seed = run.seed * 1_000_003 + 7_000_000 + o["episode_index"] * S + i
             return envs.envs[i].reset(seed=seed)[0]
 
-        obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
-        self._episode_index += 1
-        ep_return, ep_len = np.zeros(S), np.zeros(S, np.int64)
+        saved = getattr(self, "_saved_online_env", None)
+        if saved is not None:            # resume: the same episodes, mid-flight
+            o["episode_index"] = saved["episode_index"]
+            obs = saved["obs"].numpy().copy()
+            o["ep_return"], o["ep_len"] = saved["ep_return"].numpy().copy(), saved["ep_len"].numpy().copy()
+            if saved["envs"] is not None:
+                for env, st in zip(envs.envs, saved["envs"]):
+                    env.reset(seed=0)
+                    restore_env_state(env, st)
+            else:                        # envs without a snapshot restart their episodes
+                obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
+                o["ep_return"][:], o["ep_len"][:] = 0.0, 0
+                o["episode_index"] += 1
+        else:
+            obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
+            o["episode_index"] += 1
+        ep_return, ep_len = o["ep_return"], o["ep_len"]
         random_steps = cfg.random_steps if run.steps == 0 else 0
+        t = lambda x: torch.as_tensor(x, device=self.device)
         try:
             while self.online_step < run.online_steps:
                 if self.online_step < random_steps:
                     actions = self.np_rng.uniform(-1, 1, (S, self.spec.act_dim)).astype(np.float32)
                 else:
-                    o = torch.as_tensor(obs, device=self.device)[:, None]
-                    actions = self.agent.act(o, deterministic=False)[:, 0].cpu().numpy()
+                    actions = self.agent.act(t(obs)[:, None], deterministic=False)[:, 0].cpu().numpy()
                 next_obs = np.empty_like(obs)
                 rewards, terms = np.zeros(S, np.float32), np.zeros(S, np.float32)
                 for i, env in enumerate(envs.envs):
@@ -363,15 +384,14 @@ class Trainer:
                         self.online_episodes.append({"step": self._global_step() + 1, "seed": i,
                                                      "return": float(ep_return[i]), "length": int(ep_len[i])})
                         ep_return[i], ep_len[i] = 0.0, 0
-                t = lambda x: torch.as_tensor(x, device=self.device)
                 self.buffer.add(t(obs), t(actions), t(rewards), t(next_obs), t(terms))
                 # Reset finished envs only after storing the true final observation.
-                for i, env in enumerate(envs.envs):
-                    if ep_len[i] == 0:
-                        next_obs[i] = reset(i)
-                if (ep_len == 0).any():
-                    self._episode_index += 1
-                obs = next_obs
+                finished = np.flatnonzero(ep_len == 0).tolist()
+                for i in finished:
+                    next_obs[i] = reset(i)
+                if len(finished):
+                    o["episode_index"] += 1
+                obs = o["obs"] = next_obs
                 self.online_step += 1
                 self._bar.update(1)
                 metrics = None
@@ -388,6 +408,7 @@ class Trainer:
                 self._maybe_checkpoint(s % run.checkpoint_every == 0 or s == run.online_steps)
         finally:
             envs.close()
+            self._online = None
 
     def _final(self, wall: float) -> dict[str, Any]:
         run = self.run

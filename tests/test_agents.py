@@ -170,3 +170,28 @@ def test_config_overrides_are_typed_and_checked():
     assert resolve_config(iql, "antmaze", False).reward_transform == "antmaze"
     assert resolve_config(iql, "locomotion", True).actor_lr_decay_steps == 0
     assert resolve_config(iql, "locomotion", False).actor_lr_decay_steps == 1_000_000
+
+
+@pytest.mark.parametrize("name,offline_steps", [(n, 4) for n in AGENTS] + [("sac", 0)])
+def test_online_resume_equals_uninterrupted(name, offline_steps, pendulum_dataset, tmp_path):
+    """Paused in the middle of online episodes, a run resumes exactly: MuJoCo physics, time-limit
+    counters and env RNGs are in the checkpoint, with the online buffer and all RNG states."""
+    def run_cfg():
+        return RunConfig(agent=name, dataset="pendulum" if offline_steps else None, env="InvertedPendulum-v5",
+                         seeds=2, seed=5, steps=offline_steps, online_steps=40, eval_episodes=0, log_every=1,
+                         checkpoint_every=1000, plugins=[str(PLUGIN)],
+                         agent_config={**SMALL, **({"random_steps": "10"} if name == "sac" else {})})
+    data = pendulum_dataset if offline_steps else None
+    straight = Trainer(run_cfg(), tmp_path / "straight", progress=False, dataset=data)
+    straight.train()
+    first = Trainer(run_cfg(), tmp_path / "resumed", progress=False, dataset=data)
+    assert first.train(until=offline_steps + 23) is None
+    second = Trainer(run_cfg(), tmp_path / "resumed", resume=True, progress=False, dataset=data)
+    second.train()
+    assert len(straight.online_episodes) >= 2                    # episodes ended and restarted on the way
+    assert straight.online_episodes == second.online_episodes
+    assert _train_records(tmp_path / "straight") == _train_records(tmp_path / "resumed")
+    assert torch.equal(straight.buffer.online, second.buffer.online)
+    a, b = straight.agent.state_dict()["nets"], second.agent.state_dict()["nets"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
