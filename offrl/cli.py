@@ -91,6 +91,37 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_speed(args: argparse.Namespace) -> int:
+    from offrl.bench.speed import run_speed, speed_table
+    from offrl.utils import atomic_write
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        raise OffrlError(f"--seeds expects a comma-separated list of integers, got {args.seeds!r}") from None
+    agents = args.agents.split(",")
+    from offrl.agent import get_agent
+    for a in agents:
+        get_agent(a)                        # unknown names fail before any timing
+    variants, env = run_speed(agents, seeds, args.batch, args.obs_dim, args.act_dim, args.rounds, args.updates,
+                              device=args.device, d3rlpy=not args.no_d3rlpy)
+    table = speed_table(variants, env)
+    print(table)
+    if args.out:
+        command = "offrl bench speed " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "offrl bench speed"
+        import importlib.util
+        peer = ("d3rlpy was timed in the same rounds (install it without its dependencies: it pins "
+                "gymnasium==1.0.0: `pip install --no-deps d3rlpy==2.8.1` plus gym, click, structlog, colorama, "
+                "dataclasses-json, scikit-learn)" if importlib.util.find_spec("d3rlpy") and not args.no_d3rlpy
+                else "d3rlpy was not installed, so it has no column")
+        atomic_write(args.out, lambda f: f.write(f"# Update speed\n\nRegenerate: `{command}`\n\n{peer}.\n\n{table}\n"))
+        print(f"written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="offrl", description="Offline and offline-to-online RL for continuous control.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["list", "info"])
     d.add_argument("id", nargs="?", help="dataset id or path (for info)")
     d.set_defaults(func=_datasets)
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)")
+    sp.add_argument("--agents", default="td3_bc,iql", help="comma-separated agent names")
+    sp.add_argument("--seeds", default="1,4", help="comma-separated seed counts")
+    sp.add_argument("--batch", type=int, default=256)
+    sp.add_argument("--obs-dim", type=int, default=17)
+    sp.add_argument("--act-dim", type=int, default=6)
+    sp.add_argument("--rounds", type=int, default=15, help="round-robin rounds")
+    sp.add_argument("--updates", type=int, default=40, help="updates per variant per round")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    sp.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even when it is installed")
+    sp.add_argument("--out", help="also write the table (with its command) to this Markdown file")
+    sp.set_defaults(func=_bench_speed)
     return p
 
 

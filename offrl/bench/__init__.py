@@ -1,0 +1,1 @@
+"""Benchmarks: `offrl bench speed` (update throughput)."""

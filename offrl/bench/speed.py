@@ -1,0 +1,124 @@
+"""`offrl bench speed`: gradient updates per second per agent and seed count, on synthetic data.
+
+Every variant (each agent at each seed count, and d3rlpy's agent of the same name when d3rlpy is
+importable) is timed round-robin in one process: round r times U updates of each variant in turn,
+so a ratio is taken between timings of the same moment. On a shared machine single timings move by
+±30%; the paired per-round ratios are what to compare.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from offrl.agent import Spec, get_agent, resolve_config
+from offrl.buffer import Buffer
+from offrl.data import Dataset
+
+# d3rlpy config classes of the agents both libraries have (their defaults match the papers too).
+D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig"}
+
+
+@dataclass
+class Variant:
+    name: str
+    agent: str
+    seeds: int
+    step: Callable[[], object]
+    rates: list[float]
+
+
+def synthetic_dataset(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> Dataset:
+    """n transitions in 1000-step episodes: Gaussian observations, uniform actions, Gaussian rewards."""
+    rng = np.random.default_rng(seed)
+    episode = np.arange(n) // 1000
+    timeouts = np.zeros(n, bool)
+    timeouts[999::1000] = True
+    timeouts[-1] = True
+    return Dataset(rng.normal(size=(n, obs_dim)).astype(np.float32),
+                   rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
+                   rng.normal(size=n).astype(np.float32), rng.normal(size=(n, obs_dim)).astype(np.float32),
+                   np.zeros(n, bool), timeouts, episode, name="synthetic")
+
+
+def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str) -> Variant | None:
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import d3rlpy
+            ds = d3rlpy.dataset.MDPDataset(data.observations, data.actions, data.rewards,
+                                           data.terminals.astype(np.float32), data.timeouts.astype(np.float32))
+            algo = getattr(d3rlpy.algos, D3RLPY_PEERS[agent])(batch_size=batch).create(
+                device="cuda:0" if device.startswith("cuda") else "cpu:0")
+            algo.build_with_dataset(ds)
+    except ImportError:
+        return None
+    return Variant(f"d3rlpy {d3rlpy.__version__} {agent}", agent, 1,
+                   lambda: algo.update(ds.sample_transition_batch(batch)), [])
+
+
+def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: int = 17, act_dim: int = 6,
+              rounds: int = 15, updates: int = 40, warmup: int = 20, device: str = "cpu",
+              d3rlpy: bool = True, transitions: int = 100_000) -> tuple[list[Variant], dict]:
+    """Time every variant; returns the variants with their per-round rates and the environment."""
+    data = synthetic_dataset(transitions, obs_dim, act_dim)
+    spec = Spec.from_dataset(data, "locomotion")
+    variants: list[Variant] = []
+    for name in agents:
+        cls = get_agent(name)
+        for S in seeds:
+            torch.manual_seed(0)
+            agent = cls(spec, resolve_config(cls, "locomotion", False, {"batch_size": batch}), S, device)
+            buf = Buffer(data, S, device)
+            variants.append(Variant(f"offrl {name} ×{S}", name, S,
+                                    lambda agent=agent, buf=buf: agent.update(buf.sample(batch)), []))
+        if d3rlpy and name in D3RLPY_PEERS:
+            peer = _d3rlpy_variant(name, data, batch, device)
+            if peer is not None:
+                variants.append(peer)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for v in variants:
+        for _ in range(warmup):
+            v.step()
+    for _ in range(rounds):
+        for v in variants:
+            sync()
+            t = time.perf_counter()
+            for _ in range(updates):
+                v.step()
+            sync()
+            v.rates.append(updates / (time.perf_counter() - t))
+    env = {"device": device if device == "cpu" else torch.cuda.get_device_name(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+           "batch": batch, "obs_dim": obs_dim, "act_dim": act_dim, "rounds": rounds, "updates": updates}
+    return variants, env
+
+
+def _paired(a: Variant, b: Variant) -> float:
+    return float(np.median(np.array(a.rates) / np.array(b.rates)))
+
+
+def speed_table(variants: list[Variant], env: dict) -> str:
+    """Markdown: median updates/s, seed-updates/s, and paired ratios to 1 seed and to d3rlpy."""
+    lines = [f"device {env['device']}, torch {env['torch']}, {env['threads']} threads, batch {env['batch']}, "
+             f"obs {env['obs_dim']} / act {env['act_dim']}, 256×256 nets; median of {env['rounds']} round-robin "
+             f"rounds of {env['updates']} updates; ratios are medians of per-round ratios.", "",
+             "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs d3rlpy (per seed) |",
+             "|---|---|---|---|---|"]
+    for v in variants:
+        one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.name.startswith("offrl")), None)
+        peer = next((w for w in variants if w.agent == v.agent and w.name.startswith("d3rlpy")), None)
+        u = float(np.median(v.rates))
+        scale = f"{v.seeds * _paired(v, one):.2f}" if one is not None and v.name.startswith("offrl") and v is not one else ""
+        vs = f"{v.seeds * _paired(v, peer):.2f}" if peer is not None and v.name.startswith("offrl") else ""
+        if vs and v.seeds > 1:
+            vs = f"{vs} (aggregate)"
+        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs} |")
+    return "\n".join(lines)

@@ -1,0 +1,22 @@
+"""`offrl bench speed` produces a complete table (structure only: speed is never asserted in tests)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from offrl.bench.speed import run_speed, speed_table
+
+
+def test_speed_table_lists_every_variant():
+    variants, env = run_speed(["td3_bc", "bc"], [1, 2], batch=8, rounds=2, updates=2, warmup=1,
+                              d3rlpy=False, transitions=2000)
+    assert [v.name for v in variants] == ["offrl td3_bc ×1", "offrl td3_bc ×2", "offrl bc ×1", "offrl bc ×2"]
+    assert all(len(v.rates) == 2 and min(v.rates) > 0 for v in variants)
+    table = speed_table(variants, env)
+    assert table.count("| offrl ") == 4 and "round-robin" in table
+
+
+def test_bench_speed_cli_rejects_unknown_agents(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "speed", "--agents", "td3_bc,iqll"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "did you mean 'iql'" in p.stderr
