@@ -74,3 +74,34 @@ def d4rl_reference_scores(dataset_name: str) -> tuple[float, float] | None:
         if base.startswith(key):
             return D4RL_REF_SCORES[key]
     return None
+
+
+# --- generation recipes: how `offrl datasets make` builds the D4RL-style ladder for a task ---
+@dataclass(frozen=True)
+class Recipe:
+    train_steps: int          # SAC env steps for the behaviour (expert) policy
+    eval_every: int           # env steps between evaluations; each one keeps a policy snapshot
+    eval_episodes: int        # deterministic episodes per evaluation (picks the medium policy)
+    transitions: int          # transitions per level (medium-expert holds two levels' worth)
+    ref_episodes: int = 100   # episodes behind ref_min_score (uniform random) and ref_max_score (expert)
+    hidden: tuple[int, ...] = (256, 256)
+    random_steps: int = 5000  # SAC's uniform-random warm-up steps
+    measured: str = "not measured yet"   # wall time of a full `datasets make` on the project's 2-core CPU
+
+
+_SMALL = {   # InvertedPendulum, InvertedDoublePendulum, Reacher
+    "test": Recipe(600, 200, 2, 1500, 100, (64, 64), 200),
+    "quick": Recipe(15_000, 1_000, 5, 20_000, 100, (256, 256), 1_000),
+    "standard": Recipe(50_000, 2_500, 10, 100_000),
+    "full": Recipe(100_000, 5_000, 10, 100_000),
+}
+_LOCOMOTION = {   # Hopper, HalfCheetah, Walker2d, Ant: D4RL's 1M transitions per level at "full"
+    "test": Recipe(600, 200, 2, 1500, 100, (64, 64), 200),
+    "quick": Recipe(50_000, 5_000, 5, 50_000),
+    "standard": Recipe(300_000, 10_000, 10, 1_000_000),
+    "full": Recipe(1_000_000, 10_000, 10, 1_000_000),
+}
+RECIPES: dict[str, dict[str, Recipe]] = {
+    **{name: _LOCOMOTION for name in ("hopper", "halfcheetah", "walker2d", "ant")},
+    **{name: _SMALL for name in ("invertedpendulum", "inverteddoublependulum", "reacher")},
+}

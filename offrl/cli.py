@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
+from offrl.data.generate import LEVELS
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -122,6 +123,45 @@ def _bench_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_make(args: argparse.Namespace) -> int:
+    from offrl.data.generate import make_datasets
+
+    levels = args.levels.split(",") if args.levels else None
+    make_datasets(args.env, levels, args.budget, args.out, args.root, args.seed, args.from_policies, args.force,
+                  progress=False if args.no_progress else None)
+    return 0
+
+
+def _datasets_convert(args: argparse.Namespace) -> int:
+    from offrl.data import load_d4rl, write_minari
+    from offrl.evaluate import make_env
+
+    ds = load_d4rl(args.file, env_id=args.env)
+    stem = Path(args.file).stem
+    m = re.match(r"([a-z0-9]+)-(.+?)(-v\d+)?$", stem.lower())
+    dataset_id = args.id or (f"d4rl/{m.group(1)}/{m.group(2)}{m.group(3) or '-v0'}" if m else f"d4rl/{stem}-v0")
+    env_id = ds.env_id
+    spaces = {}
+    if env_id is not None:
+        env = make_env(env_id).unwrapped
+        if env.observation_space.shape != (ds.obs_dim,) or env.action_space.shape != (ds.act_dim,):
+            print(f"note: {env_id} has observation shape {env.observation_space.shape}, the file {ds.obs_dim}; "
+                  "the dataset is written without an env (pass --env with a matching one)")
+            env_id = None
+    if env_id is None:
+        import gymnasium as gym
+        import numpy as np
+        spaces = {"observation_space": gym.spaces.Box(-np.inf, np.inf, (ds.obs_dim,), np.float32),
+                  "action_space": gym.spaces.Box(-1.0, 1.0, (ds.act_dim,), np.float32)}
+    folder = write_minari(dataset_id, ds.to_episodes(), env_id, ref_min_score=ds.ref_min_score,
+                          ref_max_score=ds.ref_max_score, algorithm_name="D4RL", root=args.root,
+                          overwrite=args.force, description=f"converted from {args.file} by offrl",
+                          extra_metadata={"offrl_source": str(args.file), "offrl_ref_scores": ds.ref_source,
+                                          "offrl_content_hash": ds.content_hash()}, **spaces)
+    print(f"{args.file} → {dataset_id} ({len(ds)} transitions, {ds.num_episodes} episodes) at {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="offrl", description="Offline and offline-to-online RL for continuous control.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -155,10 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
     a.set_defaults(func=_agents)
 
-    d = sub.add_parser("datasets", help="list local datasets or describe one")
-    d.add_argument("action", choices=["list", "info"])
-    d.add_argument("id", nargs="?", help="dataset id or path (for info)")
-    d.set_defaults(func=_datasets)
+    d = sub.add_parser("datasets", help="list, describe, make or convert datasets")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dl = dsub.add_parser("list", help="local Minari datasets")
+    dl.set_defaults(func=_datasets)
+    di = dsub.add_parser("info", help="size, episodes, returns and scores of a dataset")
+    di.add_argument("id", help="dataset id, folder or .hdf5 file")
+    di.set_defaults(func=_datasets)
+    dm = dsub.add_parser("make", help="generate the D4RL-style levels for an env (SAC behaviour policy)")
+    dm.add_argument("env", help="Gymnasium id, e.g. Hopper-v5 or InvertedPendulum-v5")
+    dm.add_argument("--levels", help=f"comma-separated subset of {','.join(LEVELS)}")
+    dm.add_argument("--budget", default="quick", help="test | quick | standard | full (see offrl.envs.RECIPES)")
+    dm.add_argument("--out", help="work folder for the behaviour run and policies")
+    dm.add_argument("--root", help="Minari datasets root to write to (default $MINARI_DATASETS_PATH)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--from-policies", help="skip training: roll out the policies in this folder")
+    dm.add_argument("--force", action="store_true", help="rebuild levels that already exist")
+    dm.add_argument("--no-progress", action="store_true")
+    dm.set_defaults(func=_datasets_make)
+    dc = dsub.add_parser("convert", help="a D4RL .hdf5 file → a Minari dataset with D4RL's reference scores")
+    dc.add_argument("file")
+    dc.add_argument("--id", help="Minari id to write (default d4rl/<task>/<name>-vN from the file name)")
+    dc.add_argument("--env", help="Gymnasium env id to record (default: the task's v5 env when shapes match)")
+    dc.add_argument("--root", help="Minari datasets root to write to")
+    dc.add_argument("--force", action="store_true")
+    dc.set_defaults(func=_datasets_convert)
+
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)")

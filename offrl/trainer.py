@@ -53,6 +53,7 @@ class RunConfig:
     device: str = "cpu"                # cpu | cuda | cuda:N
     threads: int = 0                   # torch CPU threads (0: torch's default)
     download: bool = False             # fetch a missing Minari dataset from its remote
+    snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
     plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent
     agent_config: dict[str, Any] = field(default_factory=dict)  # agent overrides (--set key=value)
 
@@ -261,6 +262,11 @@ class Trainer:
         norm = self._normalized(mean)
         record = {"step": self._global_step(), "phase": phase, "return": mean.tolist(),
                   "normalized": None if norm is None else norm.tolist(), "episode_returns": returns.tolist()}
+        if self.run.snapshots:
+            path = self.out / "snapshots" / f"step_{self._global_step():09d}.pt"
+            nets = self.agent.state_dict()["nets"]
+            atomic_write(path, lambda f: torch.save(nets, f), binary=True)
+            record["snapshot"] = str(path.relative_to(self.out))
         self.evals.append(record)
         self._log("eval", {k: v for k, v in record.items() if k not in ("step", "phase")})
         if self._bar is not None:
@@ -297,6 +303,9 @@ class Trainer:
                          disable=None if self.progress is None else not self.progress, dynamic_ncols=True)
         started = time.time()
         self._until = until
+        if self.run.snapshots and not self.resumed:     # the initial (random) networks, as step 0
+            nets = self.agent.state_dict()["nets"]
+            atomic_write(self.out / "snapshots" / f"step_{0:09d}.pt", lambda f: torch.save(nets, f), binary=True)
         try:
             self._offline_phase()
             self._online_phase()

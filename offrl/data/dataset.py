@@ -132,6 +132,28 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.rewards)
 
+    def to_episodes(self) -> list[Episode]:
+        """Back to Minari's per-episode layout (T+1 observations each)."""
+        ends = np.flatnonzero(np.diff(self.episode, append=self.episode[-1] + 1)) + 1
+        episodes, start = [], 0
+        for stop in ends:
+            episodes.append(Episode(
+                np.concatenate([self.observations[start:stop], self.next_observations[stop - 1:stop]]),
+                self.actions[start:stop], self.rewards[start:stop], self.terminals[start:stop].copy(),
+                self.timeouts[start:stop].copy()))
+            start = stop
+        return episodes
+
+    def content_hash(self) -> str:
+        """sha256 of the transition arrays, in order: equal hashes mean identical data."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.observations, self.actions, self.rewards, self.next_observations, self.terminals,
+                  self.timeouts, self.episode):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
     @property
     def obs_dim(self) -> int:
         return self.observations.shape[1]

@@ -95,11 +95,12 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | Non
                  observation_space: Any = None, action_space: Any = None,
                  ref_min_score: float | None = None, ref_max_score: float | None = None,
                  algorithm_name: str | None = None, description: str | None = None,
-                 root: str | Path | None = None, overwrite: bool = False) -> Path:
+                 root: str | Path | None = None, overwrite: bool = False,
+                 extra_metadata: dict[str, Any] | None = None) -> Path:
     """Write episodes as a Minari dataset `<root>/<dataset_id>` atomically; returns its folder.
 
-    Spaces default to the env's. Reference scores are stored only when both are given (Minari stores
-    them only with a ref_max_score).
+    Spaces default to the env's. Reference scores are stored when both are given. `extra_metadata`
+    (JSON-serialisable) is added to the dataset's metadata.json.
     """
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -128,6 +129,8 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | Non
                 # Minari drops reference scores when no env spec is given; store them regardless.
                 created.storage.update_metadata({"ref_min_score": float(ref_min_score),
                                                  "ref_max_score": float(ref_max_score)})
+            if extra_metadata:
+                created.storage.update_metadata(extra_metadata)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)

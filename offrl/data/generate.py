@@ -1,0 +1,260 @@
+"""`offrl datasets make`: D4RL-style datasets made by offrl itself, on Gymnasium v5 envs.
+
+Recipe (D4RL's, with the differences stated):
+1. Train a behaviour policy with offrl's SAC (`Trainer`, resumable), keeping the networks of every
+   evaluation (`snapshots/`), the initial random networks as step 0.
+2. expert = the final policy; medium = the first evaluated snapshot whose mean deterministic return
+   reaches one third of the expert's final evaluation return (D4RL: "early-stopped at about 1/3 of
+   expert performance").
+3. Levels, each a Minari dataset `offrl/<task>/<level>-v0` written atomically:
+   random (the random-init policy), medium, expert: stochastic rollouts of that policy;
+   medium-replay: rollouts of every snapshot up to and including medium, an equal share each;
+   full-replay: the same over every snapshot; medium-expert: medium's episodes then expert's.
+   Difference from D4RL: the replay levels are rollouts of saved snapshots, not the literal SAC replay
+   buffer, so they can be regenerated bit-exactly from committed policies (`--from-policies`) without
+   storing gigabytes of buffers; the snapshot spacing (`eval_every`) sets their granularity.
+4. ref_min_score: mean return of a uniform random policy, ref_max_score: mean deterministic return of
+   the expert, each over `ref_episodes` (≥100) episodes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from offrl import OffrlError, __version__
+from offrl.data.dataset import Dataset, DatasetError, Episode
+from offrl.data.minari_io import datasets_root, write_minari
+from offrl.envs import RECIPES, Recipe, find_task
+from offrl.evaluate import EnvBatch, rollout_episodes
+from offrl.nets import TanhGaussianActor
+from offrl.utils import closest, write_json
+
+LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert", "full-replay")
+MEDIUM_FRACTION = 1 / 3
+
+
+def recipe_for(env_id: str, budget: str) -> tuple[str, Recipe]:
+    task = find_task(env_id)
+    if task is None or task.name not in RECIPES:
+        known = sorted(t for t in RECIPES)
+        raise OffrlError(f"no generation recipe for {env_id!r}; `offrl datasets make` knows {', '.join(known)} "
+                         "(e.g. Hopper-v5)")
+    if budget not in RECIPES[task.name]:
+        raise OffrlError(f"unknown budget {budget!r}{closest(budget, RECIPES[task.name])}; choose "
+                         f"{', '.join(RECIPES[task.name])}")
+    return task.name, RECIPES[task.name][budget]
+
+
+# --- policies: actor weights + what is needed to rebuild them ---
+def _actor_from_nets(nets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("actor."):]: v.clone() for k, v in nets.items() if k.startswith("actor.")}
+
+
+def load_policy(path: Path) -> tuple[TanhGaussianActor, dict[str, Any]]:
+    state = torch.load(path, weights_only=True)
+    info = state["info"]
+    actor = TanhGaussianActor(info["obs_dim"], info["act_dim"], (1,), tuple(info["hidden"]),
+                              info["log_std_min"], info["log_std_max"])
+    actor.load_state_dict(state["actor"])
+    actor.eval()
+    return actor, info
+
+
+def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[dict[str, Any]], run_cfg: dict[str, Any],
+                    obs_dim: int, act_dim: int) -> dict[str, Any]:
+    """Actor weights of random-init, every evaluated snapshot, medium and expert, plus index.json."""
+    evaluated = [(e["step"], float(np.mean(e["return"])), e["snapshot"]) for e in evals]
+    if not evaluated:
+        raise DatasetError(f"{behaviour_dir}: the behaviour run has no evaluations to pick policies from")
+    expert_step, expert_return, _ = evaluated[-1]
+    if expert_return <= 0:
+        raise DatasetError(f"the behaviour policy's final return is {expert_return:.1f}; the medium rule "
+                           "(1/3 of the expert's return) needs a positive return: train longer (--budget)")
+    medium = next(e for e in evaluated if e[1] >= MEDIUM_FRACTION * expert_return)
+    agent_cfg = run_cfg["agent"]
+    base = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": list(agent_cfg["hidden"]),
+            "log_std_min": agent_cfg["log_std_min"], "log_std_max": agent_cfg["log_std_max"],
+            "env_id": run_cfg["env"]}
+    snapshots = [(0, None, "snapshots/step_000000000.pt")] + evaluated
+    index: dict[str, Any] = {"expert": f"step_{expert_step:09d}", "medium": f"step_{medium[0]:09d}",
+                             "random-init": "step_000000000", "medium_rule":
+                             f"first snapshot with mean eval return ≥ {MEDIUM_FRACTION:.4f} × expert final return "
+                             f"({expert_return:.2f})", "snapshots": []}
+    for step, ret, rel in snapshots:
+        name = f"step_{step:09d}"
+        nets = torch.load(behaviour_dir / rel, weights_only=True)
+        info = {**base, "step": step, "eval_return": ret}
+        torch.save({"actor": _actor_from_nets(nets), "info": info}, policies_dir / f"{name}.pt")
+        index["snapshots"].append({"name": name, "step": step, "eval_return": ret})
+    write_json(policies_dir / "index.json", index)
+    return index
+
+
+# --- rollouts ---
+def _to_env_units(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    return (low + (actions + 1.0) * 0.5 * (high - low)).astype(np.float32)
+
+
+def rollout(env_id: str, policy: Callable[[np.ndarray], np.ndarray], transitions: int, seed: int,
+            n_envs: int = 10) -> list[Episode]:
+    """Episodes of `policy` (obs [n, O] → actions [n, A] in [-1, 1]) until exactly `transitions` steps;
+    the last episode is cut there and marked truncated. Actions are stored in the env's own units."""
+    envs = EnvBatch(env_id, n_envs)
+    raw = envs.envs[0].unwrapped.action_space
+    low, high = np.asarray(raw.low, np.float64), np.asarray(raw.high, np.float64)
+    next_seed = iter(range(seed * 1_000_003, seed * 1_000_003 + 10**9))
+    cur = [{"obs": [e.reset(seed=next(next_seed))[0]], "act": [], "rew": [], "term": [], "trunc": []} for e in envs.envs]
+    episodes: list[Episode] = []
+    total = 0
+    try:
+        while total < transitions:
+            obs = np.stack([c["obs"][-1] for c in cur]).astype(np.float32)
+            actions = policy(obs)
+            for i, env in enumerate(envs.envs):
+                a = _to_env_units(actions[i], low, high)
+                o, r, term, trunc, _ = env.step(actions[i])
+                c = cur[i]
+                c["obs"].append(o); c["act"].append(a); c["rew"].append(r); c["term"].append(term); c["trunc"].append(trunc)
+                if term or trunc:
+                    episodes.append(Episode(np.array(c["obs"]), np.array(c["act"]), np.array(c["rew"]),
+                                            np.array(c["term"]), np.array(c["trunc"])))
+                    total += len(c["act"])
+                    cur[i] = {"obs": [env.reset(seed=next(next_seed))[0]], "act": [], "rew": [], "term": [], "trunc": []}
+                    if total >= transitions:
+                        break
+    finally:
+        envs.close()
+    excess = total - transitions
+    if excess > 0:                                   # cut the last episode to land on exactly `transitions`
+        ep = episodes[-1]
+        T = len(ep.actions) - excess
+        trunc = np.zeros(T, bool)
+        trunc[-1] = not ep.terminations[T - 1]
+        episodes[-1] = Episode(ep.observations[:T + 1], ep.actions[:T], ep.rewards[:T], ep.terminations[:T], trunc)
+    return episodes
+
+
+def actor_policy(actor: TanhGaussianActor, deterministic: bool) -> Callable[[np.ndarray], np.ndarray]:
+    @torch.no_grad()
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return actor(torch.as_tensor(obs)[None], deterministic)[0][0].numpy()
+    return policy
+
+
+def uniform_policy(act_dim: int, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return lambda obs: rng.uniform(-1, 1, (len(obs), act_dim)).astype(np.float32)
+
+
+def mean_return(env_id: str, policy: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> float:
+    envs = EnvBatch(env_id, episodes)
+    try:
+        returns, _ = rollout_episodes(envs, policy, [seed + i for i in range(episodes)])
+    finally:
+        envs.close()
+    return float(returns.mean())
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import minari
+    import mujoco
+
+    return {"offrl": __version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
+            "mujoco": mujoco.__version__, "minari": minari.__version__, "numpy": np.__version__}
+
+
+def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "quick", out: str | Path | None = None,
+                  root: str | Path | None = None, seed: int = 0, from_policies: str | Path | None = None,
+                  force: bool = False, progress: bool | None = None, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Build the requested levels for `env_id`; returns {level: dataset folder}. Rerunning resumes:
+    a killed behaviour run continues from its checkpoint and finished levels are kept."""
+    from offrl.trainer import RunConfig, Trainer
+
+    task_name, recipe = recipe_for(env_id, budget)
+    levels = list(levels or LEVELS)
+    for lv in levels:
+        if lv not in LEVELS:
+            raise OffrlError(f"unknown level {lv!r}{closest(lv, LEVELS)}; levels: {', '.join(LEVELS)}")
+    root = Path(root) if root is not None else datasets_root()
+    out = Path(out) if out is not None else Path("runs") / "datasets" / f"{task_name}-{budget}-seed{seed}"
+    ids = {lv: f"offrl/{task_name}/{lv}-v0" for lv in levels}
+    todo = [lv for lv in levels if force or not (root / ids[lv] / "data" / "metadata.json").exists()]
+    if not todo:
+        log(f"all requested levels already exist under {root} (pass --force to rebuild)")
+        return {lv: root / ids[lv] for lv in levels}
+    command = "offrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and "offrl" in sys.argv[0] else \
+        f"offrl datasets make {env_id} --budget {budget} --seed {seed}"
+
+    if from_policies is not None:
+        policies_dir = Path(from_policies)
+        if not (policies_dir / "index.json").exists():
+            raise OffrlError(f"--from-policies {policies_dir}: no index.json; give a folder written by "
+                             "`offrl datasets make` (its policies/ sub-folder)")
+        index = json.loads((policies_dir / "index.json").read_text())
+    else:
+        run = RunConfig(agent="sac", env=env_id, steps=0, online_steps=recipe.train_steps,
+                        eval_every=recipe.eval_every, eval_episodes=recipe.eval_episodes,
+                        checkpoint_every=recipe.eval_every, seed=seed, snapshots=True,
+                        agent_config={"hidden": ",".join(map(str, recipe.hidden)), "random_steps": recipe.random_steps})
+        behaviour = out / "behaviour"
+        log(f"[1/3] behaviour policy: SAC, {recipe.train_steps} env steps on {env_id} → {behaviour}")
+        trainer = Trainer(run, behaviour, resume=True, progress=progress)
+        trainer.train()
+        policies_dir = out / "policies"
+        policies_dir.mkdir(parents=True, exist_ok=True)
+        index = export_policies(behaviour, policies_dir, trainer.evals,
+                                json.loads((behaviour / "config.json").read_text()) | {"env": env_id},
+                                trainer.spec.obs_dim, trainer.spec.act_dim)
+    actors = {s["name"]: load_policy(policies_dir / f"{s['name']}.pt")[0] for s in index["snapshots"]}
+    act_dim = next(iter(actors.values())).act_dim
+    log(f"[2/3] reference scores over {recipe.ref_episodes} episodes each")
+    ref_min = mean_return(env_id, uniform_policy(act_dim, seed + 11), recipe.ref_episodes, 50_000 + seed * 1000)
+    ref_max = mean_return(env_id, actor_policy(actors[index["expert"]], True), recipe.ref_episodes, 60_000 + seed * 1000)
+    log(f"      ref_min_score {ref_min:.2f} (uniform random), ref_max_score {ref_max:.2f} (expert, deterministic)")
+
+    names = [s["name"] for s in index["snapshots"]]
+    upto_medium = names[:names.index(index["medium"]) + 1]
+    sources = {"random": [index["random-init"]], "medium": [index["medium"]], "expert": [index["expert"]],
+               "medium-replay": upto_medium, "full-replay": names}
+    cache: dict[str, list[Episode]] = {}
+
+    def episodes_of(level: str) -> list[Episode]:
+        if level == "medium-expert":
+            return episodes_of("medium") + episodes_of("expert")
+        if level not in cache:
+            pols = sources[level]
+            share = [recipe.transitions // len(pols) + (i < recipe.transitions % len(pols)) for i in range(len(pols))]
+            eps: list[Episode] = []
+            for k, (name, n) in enumerate(zip(pols, share)):
+                level_seed = seed * 100 + LEVELS.index(level) * 10_000 + k
+                torch.manual_seed(level_seed)
+                eps += rollout(env_id, actor_policy(actors[name], False), n, level_seed)
+            cache[level] = eps
+        return cache[level]
+
+    log(f"[3/3] levels {', '.join(todo)} → {root}")
+    written = {}
+    for lv in todo:
+        eps = episodes_of(lv)
+        ds = Dataset.from_episodes(eps, where=ids[lv])
+        meta = {"offrl_level": lv, "offrl_budget": budget, "offrl_seed": seed, "offrl_command": command,
+                "offrl_behaviour_policies": sources.get(lv, sources["medium"] + sources["expert"]),
+                "offrl_medium_rule": index["medium_rule"], "offrl_versions": _versions(),
+                "offrl_content_hash": ds.content_hash(),
+                "offrl_ref_scores": f"ref_min: uniform random policy, ref_max: expert ({index['expert']}) "
+                                    f"deterministic; {recipe.ref_episodes} episodes each"}
+        written[lv] = write_minari(ids[lv], eps, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
+                                   algorithm_name="SAC (offrl)", root=root, overwrite=True, extra_metadata=meta,
+                                   description=f"offrl {lv} level of {env_id}, budget {budget}; see offrl.data.generate")
+        returns = ds.episode_returns()
+        log(f"      {ids[lv]}: {len(ds)} transitions, {ds.num_episodes} episodes, mean return "
+            f"{returns.mean():.1f} (normalised {100 * (returns.mean() - ref_min) / (ref_max - ref_min):.1f})")
+    return {lv: root / ids[lv] for lv in levels}

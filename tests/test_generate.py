@@ -1,0 +1,126 @@
+"""`offrl datasets make` and `convert`: resumable after SIGKILL, atomic, reproducible, loadable."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import minari
+import numpy as np
+import pytest
+
+from offrl.data import load_dataset
+from offrl.data.generate import LEVELS, make_datasets
+
+
+def _make_cmd(root, out, *extra):
+    return [sys.executable, "-m", "offrl.cli", "datasets", "make", "InvertedPendulum-v5", "--budget", "test",
+            "--root", str(root), "--out", str(out), "--no-progress", *extra]
+
+
+def test_make_survives_sigkill_and_leaves_no_partial_dataset(tmp_path):
+    root, out = tmp_path / "root", tmp_path / "work"
+    proc = subprocess.Popen(_make_cmd(root, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpt = out / "behaviour" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint appeared before the kill"
+    os.kill(proc.pid, signal.SIGKILL)                     # mid-training: the run holds 3 checkpoints in all
+    proc.wait()
+    assert not (out / "behaviour" / "final.json").exists()
+    assert not list(root.glob("offrl/**/metadata.json"))   # nothing visible under a final id
+    done = subprocess.run(_make_cmd(root, out), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for level in LEVELS:
+        folder = root / "offrl" / "invertedpendulum" / f"{level}-v0"
+        assert (folder / "data" / "metadata.json").exists(), level
+    assert not list(root.glob(".staging-*"))
+    # the resumed behaviour run recorded every evaluation once
+    evals = [json.loads(x) for x in (out / "behaviour" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [200, 400, 600]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    out = tmp_path_factory.mktemp("work")
+    folders = make_datasets("InvertedPendulum-v5", None, "test", out, root, seed=0, progress=False, log=lambda s: None)
+    return root, out, folders
+
+
+def test_made_datasets_load_with_plain_minari_and_offrl(made, monkeypatch):
+    root, out, folders = made
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    for level in LEVELS:
+        ds_id = f"offrl/invertedpendulum/{level}-v0"
+        plain = minari.load_dataset(ds_id)
+        meta = plain.storage.metadata
+        assert meta["ref_min_score"] < meta["ref_max_score"]
+        assert meta["offrl_level"] == level and len(meta["offrl_content_hash"]) == 64
+        assert "offrl_versions" in meta and meta["offrl_command"]
+        ours = load_dataset(ds_id)
+        assert ours.content_hash() == meta["offrl_content_hash"]
+        assert len(ours) == (3000 if level == "medium-expert" else 1500)
+        assert ours.env_id == "InvertedPendulum-v5"
+    medium_expert = load_dataset("offrl/invertedpendulum/medium-expert-v0")
+    assert medium_expert.num_episodes == (load_dataset("offrl/invertedpendulum/medium-v0").num_episodes
+                                          + load_dataset("offrl/invertedpendulum/expert-v0").num_episodes)
+    index = json.loads((out / "policies" / "index.json").read_text())
+    assert index["random-init"] == "step_000000000" and index["expert"] == "step_000000600"
+    p = subprocess.run([sys.executable, "-m", "offrl.cli", "train", "--agent", "bc", "--dataset",
+                        "offrl/invertedpendulum/medium-v0", "--steps", "20", "--eval-episodes", "1",
+                        "--out", str(out / "bc-run"), "--no-progress"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "MINARI_DATASETS_PATH": str(root)})
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "bc-run" / "final.json").read_text())["final"]["normalized"] is not None
+
+
+def test_regenerating_from_policies_gives_the_same_content_hash(made, tmp_path):
+    root, out, _ = made
+    again = tmp_path / "again"
+    make_datasets("InvertedPendulum-v5", ["medium-replay", "expert"], "test", tmp_path / "w", again, seed=0,
+                  from_policies=out / "policies", progress=False, log=lambda s: None)
+    for level in ("medium-replay", "expert"):
+        a = json.loads((root / f"offrl/invertedpendulum/{level}-v0/data/metadata.json").read_text())
+        b = json.loads((again / f"offrl/invertedpendulum/{level}-v0/data/metadata.json").read_text())
+        assert a["offrl_content_hash"] == b["offrl_content_hash"], level
+        assert a["ref_max_score"] == b["ref_max_score"]
+
+
+def test_convert_a_d4rl_file(tmp_path):
+    path = tmp_path / "hopper-medium-replay-v2.hdf5"
+    rng = np.random.default_rng(0)
+    N = 30
+    with h5py.File(path, "w") as f:
+        f["observations"] = rng.normal(size=(N, 11)).astype(np.float32)
+        f["next_observations"] = rng.normal(size=(N, 11)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (N, 3)).astype(np.float32)
+        f["rewards"] = rng.normal(size=N).astype(np.float32)
+        f["terminals"] = np.eye(1, N, 9, dtype=bool)[0]
+        f["timeouts"] = np.eye(1, N, 19, dtype=bool)[0]
+    root = tmp_path / "root"
+    p = subprocess.run([sys.executable, "-m", "offrl.cli", "datasets", "convert", str(path), "--root", str(root)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    converted = load_dataset(str(root / "d4rl" / "hopper" / "medium-replay-v2"))
+    original = load_dataset(str(path))
+    assert converted.content_hash() == original.content_hash()           # aligned transitions, same order
+    assert (converted.ref_min_score, converted.ref_max_score) == (-20.272305, 3234.3)
+    assert converted.env_id == "Hopper-v5" and converted.num_episodes == 3
+
+
+def test_make_rejects_bad_requests(tmp_path):
+    from offrl import OffrlError
+    with pytest.raises(OffrlError, match="no generation recipe"):
+        make_datasets("Humanoid-v5", budget="test", out=tmp_path, root=tmp_path)
+    with pytest.raises(OffrlError, match="did you mean 'quick'"):
+        make_datasets("Hopper-v5", budget="quik", out=tmp_path, root=tmp_path)
+    with pytest.raises(OffrlError, match="did you mean 'medium'"):
+        make_datasets("Hopper-v5", ["meduim"], budget="test", out=tmp_path, root=tmp_path)
