@@ -49,6 +49,14 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
 }
 
 
+# offrl's own references for Gymnasium v5 envs, used when a Minari dataset has none (Minari's
+# `mujoco/*` sets, Minari issue #323): (uniform random policy, expert) mean returns over 100 episodes,
+# measured by `offrl datasets make` (its metadata says which run).
+OFFRL_V5_REF_SCORES: dict[str, tuple[float, float, str]] = {
+    "invertedpendulum": (4.20, 1000.0, "offrl datasets make InvertedPendulum-v5 --budget quick --seed 0"),
+}
+
+
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 

@@ -84,9 +84,11 @@ def _datasets(args: argparse.Namespace) -> int:
             "ref_min_score": ds.ref_min_score, "ref_max_score": ds.ref_max_score, "ref_source": ds.ref_source}
     if ds.ref_min_score is not None and ds.ref_max_score is not None:
         info["normalized_mean_return"] = float(ds.normalized_score(returns.mean()))
-    for key in ("algorithm_name", "description", "author"):
-        if ds.metadata.get(key):
-            info[key] = ds.metadata[key]
+    for key in ("algorithm_name", "description", "offrl_level", "offrl_budget", "offrl_behaviour_policies",
+                "offrl_medium_rule", "offrl_command", "offrl_seed", "offrl_content_hash", "offrl_ref_scores",
+                "offrl_source"):
+        if ds.metadata.get(key) not in (None, "", []):
+            info[key.removeprefix("offrl_")] = ds.metadata[key]
     for k, v in info.items():
         print(f"{k:<24} {v}")
     return 0

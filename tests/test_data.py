@@ -186,3 +186,24 @@ def test_task_catalogue():
     assert find_task("InvertedPendulum-v5").domain == "classic"
     assert find_task("nothing-v0") is None
     assert d4rl_reference_scores("halfcheetah-medium-expert-v2") == (-280.178953, 12135.0)
+
+
+def test_minari_mujoco_ids_without_references_fall_back_to_offrl_v5_table(minari_root, pendulum_dataset):
+    eps = pendulum_dataset.to_episodes()[:3]
+    write_minari("mujoco/invertedpendulum/medium-v0", eps, "InvertedPendulum-v5")     # no reference scores
+    ds = load_dataset("mujoco/invertedpendulum/medium-v0")
+    assert (ds.ref_min_score, ds.ref_max_score) == (4.20, 1000.0)
+    assert ds.ref_source.startswith("offrl v5 reference table")
+    write_minari("mujoco/hopper/medium-v0", [_ep([[0] * 11, [1] * 11], [0.1], [1.0], True, False)],
+                 observation_space=_box_n(11), action_space=_box(1))
+    assert load_dataset("mujoco/hopper/medium-v0").ref_source == "none"   # no measured hopper reference yet
+
+
+def _box_n(n):
+    import gymnasium as gym
+    return gym.spaces.Box(-np.inf, np.inf, (n,), np.float64)
+
+
+def test_to_episodes_round_trips(pendulum_dataset):
+    again = Dataset.from_episodes(pendulum_dataset.to_episodes(), where="x")
+    assert again.content_hash() == pendulum_dataset.content_hash()

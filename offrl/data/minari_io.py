@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from offrl.data.dataset import Dataset, DatasetError, Episode
-from offrl.envs import find_task
+from offrl.envs import OFFRL_V5_REF_SCORES, find_task
 
 
 def datasets_root() -> Path:
@@ -81,12 +81,17 @@ def load_minari(dataset_id_or_path: str, download: bool = False, env_id: str | N
     dataset_id = meta.get("dataset_id", where)
     task = find_task(dataset_id) or (find_task(spec_env) if spec_env else None)
     ref_min, ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
+    ref_source = "dataset metadata" if ref_min is not None and ref_max is not None else "none"
+    if ref_source == "none" and task is not None and task.name in OFFRL_V5_REF_SCORES:
+        # Minari's mujoco/* datasets ship without references: use offrl's own v5 ones, and say so.
+        ref_min, ref_max, how = OFFRL_V5_REF_SCORES[task.name]
+        ref_source = f"offrl v5 reference table ({how})"
     return Dataset.from_episodes(
         episodes, where=where, name=dataset_id,
         env_id=env_id or spec_env or (task.env_id if task else None),
         ref_min_score=None if ref_min is None else float(ref_min),
         ref_max_score=None if ref_max is None else float(ref_max),
-        ref_source="dataset metadata" if ref_max is not None else "none",
+        ref_source=ref_source,
         source=where, metadata=meta,
     )
 
