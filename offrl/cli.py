@@ -67,11 +67,13 @@ def _datasets(args: argparse.Namespace) -> int:
     if args.action == "list":
         root = datasets_root()
         found = sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")) if root.exists() else []
+        from offrl.data import EMBEDDED_ROOT, embedded_ids
+        rows = [(ds_id, root, "local") for ds_id in found] + [(ds_id, EMBEDDED_ROOT, "embedded") for ds_id in embedded_ids()]
         if not found:
-            print(f"no local Minari datasets under {root} (set MINARI_DATASETS_PATH)")
-        for ds_id in found:
-            meta = json.loads((root / ds_id / "data" / "metadata.json").read_text())
-            print(f"{ds_id:<45} episodes {meta.get('total_episodes', '?'):>6}  steps {meta.get('total_steps', '?'):>8}")
+            print(f"(no local Minari datasets under {root}; set MINARI_DATASETS_PATH)")
+        for ds_id, base, kind in rows:
+            meta = json.loads((base / ds_id / "data" / "metadata.json").read_text())
+            print(f"{ds_id:<50} {kind:<8} episodes {meta.get('total_episodes', '?'):>6}  steps {meta.get('total_steps', '?'):>8}")
         return 0
     if not args.id:
         raise OffrlError("offrl datasets info needs a dataset id or path")

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PLUGIN, TESTS
-
-DATA = TESTS / "data" / "invertedpendulum-scripted-v0"
+from conftest import EMBEDDED_MIXED as DATA, PLUGIN
 
 
 def offrl(*args, cwd=None):
@@ -27,7 +25,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     assert "final normalised score per seed" in p.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["agent"] == "td3_bc" and config["agent"]["alpha"] == 2.5
-    assert config["dataset"]["ref_source"] == "dataset metadata"
+    assert config["dataset"]["ref_source"] == "dataset metadata" and config["dataset"]["source"] == DATA
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {m["kind"] for m in metrics} == {"train", "eval"} and metrics[-1]["step"] == 2000
     assert list((out / "tb").glob("events.out.tfevents.*"))
@@ -76,6 +74,8 @@ def test_agents_and_datasets_commands():
     assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq"} <= set(names)
     p = offrl("datasets", "info", DATA)
     assert p.returncode == 0 and "transitions              6501" in p.stdout
+    p = offrl("datasets", "list")
+    assert p.returncode == 0 and "scripted-noisy-small-v0" in p.stdout
 
 
 def test_train_with_a_plugin_file(tmp_path):
