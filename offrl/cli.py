@@ -166,6 +166,41 @@ def _datasets_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import time
+
+    from offrl.bench.report import build_report, collect
+    from offrl.bench.suite import load_suite
+    from offrl.bench.sweep import run_suite
+
+    started = time.time()
+    suite = load_suite(args.suite)                       # every error before any run starts
+    out = Path(args.out or Path("runs") / suite.name)
+    dirs = run_suite(suite, out, args.workers, args.launcher, args.address, args.gpus_per_task, args.force,
+                     progress=False if args.no_progress else None)
+    report_dir = Path(args.report_dir or Path("results") / suite.name)
+    command = "offrl bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "offrl bench"
+    report = build_report(collect(dirs), report_dir, title=f"Suite `{suite.name}`", command=command,
+                          compare=suite.compare)
+    text = report.read_text()
+    print(text[text.index("## Per dataset, final"):text.index("## Per dataset, best")].strip())
+    print(f"\nreport: {report}  (wall time {time.time() - started:.0f} s)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from offrl.bench.report import build_report, collect
+
+    out = Path(args.out).parent if args.out and args.out.endswith(".md") else Path(args.out or "report")
+    report = build_report(collect(args.dirs), out, title=args.title,
+                          command="offrl report " + " ".join(sys.argv[2:]))
+    if args.out and args.out.endswith(".md") and Path(args.out) != report:
+        report.rename(args.out)
+        report = Path(args.out)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="offrl", description="Offline and offline-to-online RL for continuous control.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,9 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--force", action="store_true")
     dc.set_defaults(func=_datasets_convert)
 
-    b = sub.add_parser("bench", help="benchmarks")
-    bsub = b.add_subparsers(dest="bench", required=True)
-    sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)")
+    b = sub.add_parser("bench", help="run a benchmark suite and write its report (`offrl bench speed`: update speed)")
+    b.add_argument("suite", nargs="?", default="quick", help="suite name (offrl/bench/suites) or YAML file")
+    b.add_argument("--workers", type=int, default=2, help="parallel processes for the local launcher")
+    b.add_argument("--launcher", default="local", choices=["local", "ray"])
+    b.add_argument("--address", help="Ray cluster address (default: a local Ray on loopback)")
+    b.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task (fractions allowed)")
+    b.add_argument("--out", help="run directories (default runs/<suite>)")
+    b.add_argument("--report-dir", help="report folder (default results/<suite>)")
+    b.add_argument("--force", action="store_true", help="rerun finished runs")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_bench)
+
+    r = sub.add_parser("report", help="a comparison report from run directories")
+    r.add_argument("dirs", nargs="+", help="folders holding run directories (final.json)")
+    r.add_argument("--out", help="report folder, or a .md path")
+    r.add_argument("--title", default="offrl report")
+    r.set_defaults(func=_report)
+
+    sp = argparse.ArgumentParser(prog="offrl bench speed",
+                                 description="updates/s per agent and seed count (d3rlpy side by side when installed)")
     sp.add_argument("--agents", default="td3_bc,iql", help="comma-separated agent names")
     sp.add_argument("--seeds", default="1,4", help="comma-separated seed counts")
     sp.add_argument("--batch", type=int, default=256)
@@ -240,11 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even when it is installed")
     sp.add_argument("--out", help="also write the table (with its command) to this Markdown file")
     sp.set_defaults(func=_bench_speed)
-    return p
+    return p, sp
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser, speed_parser = build_parser()
+    args = speed_parser.parse_args(argv[2:]) if argv[:2] == ["bench", "speed"] else parser.parse_args(argv)
     try:
         return args.func(args)
     except OffrlError as e:

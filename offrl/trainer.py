@@ -38,6 +38,7 @@ class _Pause(Exception):
 class RunConfig:
     """Everything about a run that is not the agent's own hyper-parameters."""
     agent: str = "td3_bc"              # registered agent name (`offrl agents`)
+    label: str = ""                    # name of this run in reports (default: the agent name)
     dataset: str | None = None         # Minari id, Minari folder or D4RL .hdf5 path (None: online only)
     env: str | None = None             # Gymnasium env id for evaluation/online steps (default: the dataset's)
     domain: str = "auto"               # hyper-parameter domain: auto | locomotion | antmaze | adroit | classic

@@ -1,0 +1,235 @@
+"""Comparison reports from run directories: Markdown tables, rliable aggregates, plots, scores.csv.
+
+Statistics, always labelled: *final* = the last evaluation of each seed (mean over its episodes);
+*best* = per seed, the maximum over evaluations. Tables give mean ± std over seeds (population std,
+ddof=0, as CORL and D4RL papers do). Aggregates over all (seed, dataset) runs use rliable with
+stratified-bootstrap 95% CIs (fixed seed, so a report is reproducible).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offrl import OffrlError
+from offrl.utils import atomic_write
+
+BOOTSTRAP_REPS = 2000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass
+class RunResult:
+    label: str
+    agent: str
+    dataset: str
+    seeds: int
+    eval_episodes: int
+    steps: int
+    online_steps: int
+    evals: list[dict[str, Any]]          # every evaluation record of metrics.jsonl
+    final: dict[str, Any]                # final.json
+
+    def scores(self, stat: str) -> np.ndarray:
+        """Normalised scores per seed [S] for `final`, `best` or `offline_final` (raw returns when the
+        dataset has no reference scores)."""
+        block = self.final[stat]
+        return np.asarray(block["normalized"] if block["normalized"] is not None else block["return"], float)
+
+
+def load_run(run_dir: Path) -> RunResult:
+    config = json.loads((run_dir / "config.json").read_text())
+    final = json.loads((run_dir / "final.json").read_text())
+    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    run = config["run"]
+    label = run.get("label") or run["agent"]
+    return RunResult(label, run["agent"], run["dataset"] or config["env"], run["seeds"], run["eval_episodes"],
+                     run["steps"], run["online_steps"], evals, final)
+
+
+def collect(dirs: list[str | Path]) -> list[RunResult]:
+    """Finished runs under the given folders (a run dir holds final.json)."""
+    found = []
+    for d in dirs:
+        d = Path(d)
+        if not d.exists():
+            raise OffrlError(f"{d}: no such folder")
+        for final in sorted(d.glob("**/final.json")):
+            found.append(load_run(final.parent))
+    if not found:
+        raise OffrlError(f"no finished runs (final.json) under {', '.join(map(str, dirs))}")
+    return found
+
+
+# --- statistics, as plain functions of arrays (tested against hand-computed values) ---
+def mean_std(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, float)
+    return float(x.mean()), float(x.std())
+
+
+def iqm(x: np.ndarray) -> float:
+    """Interquartile mean over all entries: the mean of the middle 50% (rliable's aggregate_iqm)."""
+    from scipy.stats import trim_mean
+    return float(trim_mean(np.asarray(x, float).ravel(), 0.25))
+
+
+def aggregates(score_dict: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Median, IQM, mean, optimality gap (γ=1) of scores/100, [runs, tasks] per label, with
+    stratified-bootstrap 95% CIs. Returns (point [label → 4], interval [label → 2×4])."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    fn = lambda x: np.array([metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
+                             metrics.aggregate_optimality_gap(x)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)     # arch's notice about RandomState
+        return rly.get_interval_estimates({k: v / 100.0 for k, v in score_dict.items()}, fn, reps=reps,
+                                          random_state=np.random.RandomState(seed))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+                               ) -> tuple[float, float, float]:
+    """P(X > Y) averaged over tasks (Mann-Whitney per task), with a stratified-bootstrap 95% CI."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"p": [x, y]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps=reps,
+            random_state=np.random.RandomState(seed))
+    return float(point["p"][0]), float(interval["p"][0, 0]), float(interval["p"][1, 0])
+
+
+# --- the report ---
+def _fmt(m: float, s: float) -> str:
+    return f"{m:.1f} ± {s:.1f}"
+
+
+def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl report", command: str = "",
+                 compare: list[tuple[str, str]] | None = None) -> Path:
+    """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(r.label for r in runs))
+    datasets = list(dict.fromkeys(r.dataset for r in runs))
+    by = {(r.label, r.dataset): r for r in runs}
+    seeds = sorted({r.seeds for r in runs})
+    episodes = sorted({r.eval_episodes for r in runs})
+    normalised = all(r.final["final"]["normalized"] is not None for r in runs)
+    unit = "normalised score (100·(R − ref_min)/(ref_max − ref_min))" if normalised else "return"
+    lines = [f"# {title}", ""]
+    if command:
+        lines += [f"Regenerate: `{command}`", ""]
+    lines += [f"{len(runs)} runs: {len(labels)} agents × {len(datasets)} datasets, {'/'.join(map(str, seeds))} seeds "
+              f"each, {'/'.join(map(str, episodes))} evaluation episodes per seed per evaluation. Numbers are {unit}. "
+              "**final** = last evaluation of each seed; **best** = each seed's maximum over its evaluations "
+              "(optimistic: it selects on the evaluation episodes). Tables: mean ± std over seeds (ddof 0).", ""]
+    for stat in ("final", "best"):
+        lines += [f"## Per dataset, {stat}", "", "| dataset | " + " | ".join(labels) + " |",
+                  "|---|" + "---|" * len(labels)]
+        for ds in datasets:
+            cells = [_fmt(*mean_std(by[(lb, ds)].scores(stat))) if (lb, ds) in by else "—" for lb in labels]
+            lines.append(f"| {ds} | " + " | ".join(cells) + " |")
+        avg = [f"{np.mean([by[(lb, ds)].scores(stat).mean() for ds in datasets if (lb, ds) in by]):.1f}" for lb in labels]
+        lines += ["| **average** | " + " | ".join(avg) + " |", ""]
+
+    complete = [lb for lb in labels if all((lb, ds) in by for ds in datasets)]
+    score_dict = {lb: np.stack([by[(lb, ds)].scores("final") for ds in datasets], 1) for lb in complete}
+    if score_dict and len({v.shape for v in score_dict.values()}) == 1:
+        point, interval = aggregates(score_dict)
+        lines += ["## Aggregates (final, rliable)", "",
+                  f"Over all seeds × datasets, scores/100; 95% stratified-bootstrap CIs, {BOOTSTRAP_REPS} "
+                  f"resamples, seed {BOOTSTRAP_SEED}. Optimality gap: lower is better.", "",
+                  "| agent | median | IQM | mean | optimality gap |", "|---|---|---|---|---|"]
+        for lb in score_dict:
+            cells = [f"{point[lb][i]:.3f} [{interval[lb][0, i]:.3f}, {interval[lb][1, i]:.3f}]" for i in range(4)]
+            lines.append(f"| {lb} | " + " | ".join(cells) + " |")
+        lines.append("")
+        pairs = [p for p in (compare or [(lb, complete[0]) for lb in complete[1:]]) if p[0] in score_dict and p[1] in score_dict]
+        if pairs:
+            lines += ["## Probability of improvement (final)", "", "| X | Y | P(X > Y) | 95% CI |", "|---|---|---|---|"]
+            for x, y in pairs:
+                p, lo, hi = probability_of_improvement(score_dict[x] / 100, score_dict[y] / 100)
+                lines.append(f"| {x} | {y} | {p:.3f} | [{lo:.3f}, {hi:.3f}] |")
+            lines.append("")
+        names = ["Median", "IQM", "Mean", "Optimality Gap"]
+        fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=names, algorithms=list(score_dict),
+                                                    xlabel="Normalised score / 100" if normalised else "Return / 100")
+        fig.savefig(out / "aggregates.png", bbox_inches="tight", dpi=110)
+        plt.close(fig)
+        taus = np.linspace(0.0, max(1.2, max(v.max() for v in score_dict.values()) / 100 + 0.05), 61)
+        np.random.seed(BOOTSTRAP_SEED)          # rliable's profile CIs draw from numpy's global RNG
+        profiles, profile_cis = rly.create_performance_profile({k: v / 100 for k, v in score_dict.items()}, taus)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis, ax=ax,
+                                             xlabel=r"Normalised score / 100 ($\tau$)")
+        fig.savefig(out / "performance_profile.png", bbox_inches="tight", dpi=110)
+        plt.close(fig)
+        lines += ["![aggregates](aggregates.png)", "", "![performance profile](performance_profile.png)", ""]
+
+    o2o = [r for r in runs if r.online_steps > 0 and "offline_final" in r.final]
+    if o2o:
+        lines += ["## Offline → online", "", "Regret = mean over online-phase evaluations of (100 − score), "
+                  "averaged over seeds.", "", "| agent | dataset | offline (final) | online (final) | regret |",
+                  "|---|---|---|---|---|"]
+        for r in o2o:
+            online = [np.asarray(e["normalized"] if e["normalized"] is not None else e["return"]) for e in r.evals
+                      if e["phase"] == "online"]
+            regret = float(np.mean([100 - x for x in online])) if online else float("nan")
+            lines.append(f"| {r.label} | {r.dataset} | {_fmt(*mean_std(r.scores('offline_final')))} | "
+                         f"{_fmt(*mean_std(r.scores('final')))} | {regret:.1f} |")
+        lines.append("")
+
+    # learning curves: one panel per dataset, mean ± std over seeds
+    cols = min(3, len(datasets))
+    rows = -(-len(datasets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, ds in zip(axes.ravel(), datasets):
+        for lb in labels:
+            if (lb, ds) not in by:
+                continue
+            r = by[(lb, ds)]
+            steps = np.array([e["step"] for e in r.evals])
+            vals = np.array([e["normalized"] if e["normalized"] is not None else e["return"] for e in r.evals], float)
+            m, s = vals.mean(1), vals.std(1)
+            ax.plot(steps, m, label=lb)
+            ax.fill_between(steps, m - s, m + s, alpha=0.2)
+        ax.set_title(ds.split("/")[-1] if "/" in ds else ds, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("normalised score" if normalised else "return")
+    for ax in axes.ravel()[len(datasets):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    lines += ["## Learning curves", "", "Mean ± std over seeds at each evaluation.", "",
+              "![learning curves](learning_curves.png)", "", "Every per-seed, per-evaluation number: `scores.csv`.", ""]
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["agent", "algorithm", "dataset", "seed", "step", "phase", "return", "normalized"])
+    for r in runs:
+        for e in r.evals:
+            for s, ret in enumerate(e["return"]):
+                norm = e["normalized"][s] if e["normalized"] is not None else ""
+                w.writerow([r.label, r.agent, r.dataset, s, e["step"], e["phase"], f"{ret:.4f}",
+                            f"{norm:.4f}" if norm != "" else ""])
+    atomic_write(out / "scores.csv", lambda f: f.write(buf.getvalue()))
+    report = out / "REPORT.md"
+    atomic_write(report, lambda f: f.write("\n".join(lines)))
+    return report

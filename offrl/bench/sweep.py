@@ -1,0 +1,116 @@
+"""Run a suite: one run directory per task under `out/<label>/<dataset>`; finished runs (final.json,
+written atomically) are skipped, unfinished ones resume from their checkpoints.
+
+Launchers give identical numbers because every task fixes its own torch thread count and seeds:
+  local  — in this process, one task after another (`workers=1`), or a pool of spawned processes;
+  ray    — Ray tasks with CPU/GPU resources (fractional GPUs allowed), retried on failure. Without
+           `address`, a local Ray instance is started on loopback only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+from offrl import OffrlError
+from offrl.bench.suite import Suite, Task
+
+
+def run_task(run: dict[str, Any], out: str) -> str:
+    """Train (or finish) one task; importable by worker processes and Ray."""
+    import torch
+
+    from offrl.trainer import RunConfig, Trainer
+
+    cfg = RunConfig.from_dict(run)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    Trainer(cfg, out, resume=True, progress=False).train()
+    return out
+
+
+def task_dir(out: Path, task: Task) -> Path:
+    return out / task.key
+
+
+def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "local", address: str | None = None,
+              gpus_per_task: float = 0.0, force: bool = False, progress: bool | None = None,
+              log: Callable[[str], None] = print) -> list[Path]:
+    """Run every unfinished task of `suite`; returns the run directories of all tasks."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    if launcher not in ("local", "ray"):
+        raise OffrlError(f"unknown launcher {launcher!r}; use local or ray")
+    if workers < 1:
+        raise OffrlError("--workers must be ≥ 1")
+    dirs = [task_dir(out, t) for t in suite.tasks]
+    if force:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    todo = [(t, d) for t, d in zip(suite.tasks, dirs) if not (d / "final.json").exists()]
+    log(f"suite {suite.name}: {len(suite.tasks)} runs ({len(suite.tasks) - len(todo)} finished), "
+        f"{suite.settings['seeds']} seeds each, launcher {launcher}" + (f", {workers} workers" if launcher == "local" else ""))
+    payload = [(dataclasses.asdict(_with_checkpoints(t.run)), str(d)) for t, d in todo]
+    bar = tqdm(total=len(suite.tasks), initial=len(suite.tasks) - len(todo), unit="run", desc=suite.name,
+               disable=None if progress is None else not progress)
+    started = time.time()
+    try:
+        if launcher == "ray":
+            _run_ray(payload, address, gpus_per_task, bar)
+        elif workers == 1:
+            for run, d in payload:
+                run_task(run, d)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(run_task, run, d) for run, d in payload]
+                for f in as_completed(futures):
+                    f.result()
+                    bar.update(1)
+    finally:
+        bar.close()
+    log(f"suite {suite.name}: done in {time.time() - started:.0f} s")
+    return dirs
+
+
+def _with_checkpoints(run: Any) -> Any:
+    """Checkpoint at every evaluation (or 5 times a run) so a killed sweep loses little."""
+    total = run.steps + run.online_steps
+    return dataclasses.replace(run, checkpoint_every=max(1, run.eval_every or total // 5))
+
+
+def ray_init_loopback(address: str | None = None) -> Any:
+    """Connect to `address`, or start a local Ray whose every socket listens on 127.0.0.1.
+
+    By default Ray binds to the host's network address; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it
+    pick 127.0.0.1 for the node, GCS, raylet and workers (checked with `ss -ltnp`)."""
+    try:
+        import ray
+    except ImportError:
+        raise OffrlError("the ray launcher needs Ray: pip install 'offrl[ray]'") from None
+    if ray.is_initialized():
+        return ray
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    return ray
+
+
+def _run_ray(payload: list[tuple[dict, str]], address: str | None, gpus: float, bar: Any) -> None:
+    ray = ray_init_loopback(address)
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2, retry_exceptions=True)(run_task)
+    pending = [remote.options(num_cpus=max(1, run["threads"])).remote(run, d) for run, d in payload]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        ray.get(done)
+        bar.update(len(done))
