@@ -168,6 +168,7 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
             lines.append("")
         names = ["Median", "IQM", "Mean", "Optimality Gap"]
         fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=names, algorithms=list(score_dict),
+                                                    xlabel_y_coordinate=-0.1 - 0.12 * (4 - min(len(score_dict), 4)),
                                                     xlabel="Normalised score / 100" if normalised else "Return / 100")
         fig.savefig(out / "aggregates.png", bbox_inches="tight", dpi=110)
         plt.close(fig)

@@ -90,6 +90,13 @@ def ray_init_loopback(address: str | None = None) -> Any:
 
     By default Ray binds to the host's network address; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it
     pick 127.0.0.1 for the node, GCS, raylet and workers (checked with `ss -ltnp`)."""
+    if not address:
+        # Read by Ray when it is imported and by the processes it starts: set it first.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # Ray starts workers at niceness 15; next to any other busy process on a small machine they
+        # starve (measured: a 4 s task took 78 s beside two training processes). Our tasks are the work.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         import ray
     except ImportError:
@@ -99,8 +106,6 @@ def ray_init_loopback(address: str | None = None) -> Any:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
     return ray

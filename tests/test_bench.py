@@ -1,0 +1,133 @@
+"""The benchmark harness: suites, launchers, resumable sweeps, report statistics."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from offrl.bench.report import aggregates, iqm, mean_std
+from offrl.bench.suite import SuiteError, load_suite
+
+TINY = """name: tiny
+agents: [bc, {name: td3_bc, label: td3_bc-small, set: {hidden: [32, 32]}}]
+datasets: [offrl/invertedpendulum/scripted-mixed-small-v0, offrl/invertedpendulum/scripted-noisy-small-v0]
+seeds: 2
+steps: 60
+eval_every: 20
+eval_episodes: 2
+threads: 1
+"""
+
+
+def _bench(cwd, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "tiny.yaml", "--no-progress", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _suite_dir(tmp_path, name, text=TINY):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "tiny.yaml").write_text(text)
+    return d
+
+
+def _outputs(d):
+    report = (d / "results" / "tiny" / "REPORT.md").read_text()
+    return report, (d / "results" / "tiny" / "scores.csv").read_text()
+
+
+def test_report_statistics_match_hand_computed_values():
+    assert mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, 1.118033988749895))
+    assert iqm(np.array([[8.0, 1.0, 7.0, 2.0], [6.0, 3.0, 5.0, 4.0]])) == pytest.approx(4.5)   # mean of 3,4,5,6
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.normal(60, 10, (5, 3)), "b": rng.normal(40, 10, (5, 3))}
+    point, interval = aggregates(scores, reps=4000, seed=0)
+    for k, x in scores.items():
+        x = x / 100
+        assert point[k][1] == pytest.approx(iqm(x))                       # IQM exactly
+        assert point[k][2] == pytest.approx(x.mean())                     # mean exactly
+        assert point[k][3] == pytest.approx(np.mean(np.maximum(1 - x, 0)))   # optimality gap
+        # our own stratified bootstrap of the mean: resample runs within each task
+        boot_rng = np.random.default_rng(1)
+        means = [np.mean([x[boot_rng.integers(0, 5, 5), t] for t in range(3)]) for _ in range(4000)]
+        lo, hi = np.percentile(means, [2.5, 97.5])
+        assert interval[k][0, 2] == pytest.approx(lo, abs=0.01) and interval[k][1, 2] == pytest.approx(hi, abs=0.01)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("agents: [bc,", "agents: [bcc,"), "tiny.yaml:2: unknown agent 'bcc'"),
+    (("scripted-noisy-small-v0]", "nothing-v0]"), "tiny.yaml:3: unknown dataset 'offrl/invertedpendulum/nothing-v0'"),
+    (("hidden: [32, 32]", "hiden: [32, 32]"), "tiny.yaml:2: unknown config key 'hiden'"),
+    (("scripted-noisy-small-v0]", "scripted-mixed-small-v0]"), "tiny.yaml:3: duplicate dataset"),
+    (("label: td3_bc-small, ", "label: bc, "), "tiny.yaml:2: duplicate agent entry 'bc'"),
+    (("seeds: 2", "seedz: 2"), "tiny.yaml:4: unknown key 'seedz'"),
+])
+def test_bad_suites_fail_before_any_run_naming_the_line(tmp_path, edit, message):
+    d = _suite_dir(tmp_path, "bad", TINY.replace(*edit))
+    with pytest.raises(SuiteError, match=message.replace("[", r"\[")):
+        load_suite(str(d / "tiny.yaml"))
+    p = _bench(d)
+    assert p.returncode == 2 and message in p.stderr
+    assert not (d / "runs").exists()
+
+
+def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
+    straight = _suite_dir(tmp_path, "straight")
+    assert _bench(straight, "--workers", "1").returncode == 0
+    killed = _suite_dir(tmp_path, "killed")
+    proc = subprocess.Popen([sys.executable, "-m", "offrl.cli", "bench", "tiny.yaml", "--no-progress", "--workers", "1"],
+                            cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a random moment after the first run directory appears
+    deadline = time.time() + 120
+    while not (killed / "runs" / "tiny").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random().uniform(0.0, 3.0))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    p = _bench(killed, "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    expected = {f"{lb}/{ds}" for lb in ("bc", "td3_bc-small") for ds in
+                ("offrl_invertedpendulum_scripted-mixed-small-v0", "offrl_invertedpendulum_scripted-noisy-small-v0")}
+    runs = {str(f.parent.relative_to(killed / "runs" / "tiny")) for f in (killed / "runs" / "tiny").glob("**/final.json")}
+    assert runs == expected
+    assert _outputs(killed) == _outputs(straight)
+
+
+def test_process_pool_gives_the_sequential_scores(tmp_path):
+    seq, pool = _suite_dir(tmp_path, "seq"), _suite_dir(tmp_path, "pool")
+    assert _bench(seq, "--workers", "1").returncode == 0
+    assert _bench(pool, "--workers", "2").returncode == 0
+    assert _outputs(seq)[1] == _outputs(pool)[1]
+
+
+def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_path):
+    pytest.importorskip("ray")
+    local, ray_dir = _suite_dir(tmp_path, "local"), _suite_dir(tmp_path, "ray")
+    assert _bench(local, "--workers", "1").returncode == 0
+    code = ("import subprocess, sys\n"
+            "from offrl.bench.suite import load_suite\n"
+            "from offrl.bench.sweep import run_suite, ray_init_loopback\n"
+            "ray = ray_init_loopback()\n"
+            "pids = {str(p) for p in []}\n"
+            "out = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True).stdout\n"
+            "run_suite(load_suite('tiny.yaml'), 'runs/tiny', launcher='ray', progress=False)\n"
+            "print('SOCKETS', repr(out))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ray_dir, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sockets = eval(p.stdout.split("SOCKETS", 1)[1].strip())
+    ray_lines = [l for l in sockets.splitlines() if any(n in l for n in ("raylet", "gcs_server", "ray::", "python"))]
+    assert ray_lines, sockets
+    for line in ray_lines:
+        local_addr = line.split()[3]
+        assert local_addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
+    subprocess.run([sys.executable, "-m", "offrl.cli", "report", "runs/tiny", "--out", "results/tiny"], cwd=ray_dir,
+                   check=True, capture_output=True)
+    assert (ray_dir / "results" / "tiny" / "scores.csv").read_text() == _outputs(local)[1]
