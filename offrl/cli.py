@@ -10,6 +10,7 @@ from pathlib import Path
 
 from offrl import OffrlError
 from offrl.data.generate import LEVELS
+from offrl.utils import slug
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
         run.download = True
     run.plugins = list(run.plugins) + [str(Path(p).resolve()) for p in args.plugin]
     run.agent_config = {**run.agent_config, **parse_overrides(args.set)}
-    out = args.out or Path("runs") / "train" / f"{run.agent}-{_slug(run.dataset or run.env or 'online')}-seed{run.seed}"
+    out = args.out or Path("runs") / "train" / f"{run.agent}-{slug(Path(run.dataset).stem if str(run.dataset).endswith('.hdf5') else run.dataset or run.env or 'online')}-seed{run.seed}"
     trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None)
     result = trainer.train()
     print(f"run directory: {out}")
@@ -43,10 +44,6 @@ def _train(args: argparse.Namespace) -> int:
             print(f"{stat:>5} {label} per seed ({result['eval_episodes']} episodes each): "
                   + ", ".join(f"{x:.1f}" for x in shown))
     return 0
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).stem if text.endswith(".hdf5") else text).strip("_")
 
 
 def _agents(args: argparse.Namespace) -> int:
@@ -62,12 +59,11 @@ def _agents(args: argparse.Namespace) -> int:
 
 
 def _datasets(args: argparse.Namespace) -> int:
-    from offrl.data import datasets_root, load_dataset
+    from offrl.data import EMBEDDED_ROOT, datasets_root, embedded_ids, ids_under, load_dataset
 
     if args.action == "list":
         root = datasets_root()
-        found = sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")) if root.exists() else []
-        from offrl.data import EMBEDDED_ROOT, embedded_ids
+        found = ids_under(root)
         rows = [(ds_id, root, "local") for ds_id in found] + [(ds_id, EMBEDDED_ROOT, "embedded") for ds_id in embedded_ids()]
         if not found:
             print(f"(no local Minari datasets under {root}; set MINARI_DATASETS_PATH)")

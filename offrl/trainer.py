@@ -236,9 +236,8 @@ class Trainer:
 
     # --- non-finite detection without a host sync per step ---
     def _track_finite(self, metrics: dict[str, torch.Tensor]) -> None:
-        names = sorted(metrics)
-        ok = torch.stack([torch.isfinite(metrics[k]).all() for k in names])
-        first = (~ok).any() & (self._first_bad < 0)
+        bad = ~torch.isfinite(torch.stack(list(metrics.values()))).all()     # metrics are all [S]: 3 ops a step
+        first = bad & (self._first_bad < 0)
         self._first_bad = torch.where(first, self._global_step(), self._first_bad)
         self._last_metrics = metrics
 
@@ -264,15 +263,19 @@ class Trainer:
         record = {"step": self._global_step(), "phase": phase, "return": mean.tolist(),
                   "normalized": None if norm is None else norm.tolist(), "episode_returns": returns.tolist()}
         if self.run.snapshots:
-            path = self.out / "snapshots" / f"step_{self._global_step():09d}.pt"
-            nets = self.agent.state_dict()["nets"]
-            atomic_write(path, lambda f: torch.save(nets, f), binary=True)
-            record["snapshot"] = str(path.relative_to(self.out))
+            record["snapshot"] = self._save_snapshot()
         self.evals.append(record)
         self._log("eval", {k: v for k, v in record.items() if k not in ("step", "phase")})
         if self._bar is not None:
             shown = norm if norm is not None else mean
             self._bar.set_postfix_str(f"{'score' if norm is not None else 'return'} {shown.mean():.1f}")
+
+    def _save_snapshot(self) -> str:
+        """The networks now, as snapshots/step_<global step>.pt (atomic); returns the path in the run dir."""
+        rel = f"snapshots/step_{self._global_step():09d}.pt"
+        nets = self.agent.state_dict()["nets"]
+        atomic_write(self.out / rel, lambda f: torch.save(nets, f), binary=True)
+        return rel
 
     # --- online env state: episodes in flight survive a restart exactly (MuJoCo envs) ---
     def _online_env_state(self) -> dict[str, Any] | None:
@@ -305,8 +308,7 @@ class Trainer:
         started = time.time()
         self._until = until
         if self.run.snapshots and not self.resumed:     # the initial (random) networks, as step 0
-            nets = self.agent.state_dict()["nets"]
-            atomic_write(self.out / "snapshots" / f"step_{0:09d}.pt", lambda f: torch.save(nets, f), binary=True)
+            self._save_snapshot()
         try:
             self._offline_phase()
             self._online_phase()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -37,6 +38,11 @@ def _json_default(x: Any) -> Any:
     if hasattr(x, "tolist"):
         return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a dataset id, path or label ('offrl/hopper/medium-v0' → 'offrl_hopper_medium-v0')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")
 
 
 def closest(name: str, choices: Iterable[str]) -> str:

@@ -17,7 +17,6 @@ Every error names the file and line, and is raised before any run starts.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ import yaml
 
 from offrl import OffrlError
 from offrl.agent import get_agent, load_plugin, parse_value
+from offrl.data import dataset_exists
 from offrl.trainer import RunConfig
-from offrl.utils import closest
+from offrl.utils import closest, slug
 
 SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"name": "", "description": "", "agents": [], "datasets": [], "seeds": 1, "steps": 0,
@@ -62,22 +62,9 @@ class Suite:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")
-
-
 def _plain(node: yaml.Node) -> Any:
     """A YAML node as plain Python values (the line numbers stay on the nodes)."""
     return yaml.safe_load(yaml.serialize(node))
-
-
-def _dataset_exists(source: str) -> bool:
-    from offrl.data import EMBEDDED_ROOT, datasets_root
-
-    p = Path(source)
-    return (p.is_file() and str(source).endswith((".hdf5", ".h5"))) or (p / "data" / "metadata.json").is_file() \
-        or (datasets_root() / source / "data" / "metadata.json").is_file() \
-        or (EMBEDDED_ROOT / source / "data" / "metadata.json").is_file()
 
 
 def find_suite(name_or_path: str) -> Path:
@@ -152,7 +139,7 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"{where(node)}: a dataset is an id or a path, got {ds!r}")
         if ds in datasets:
             raise SuiteError(f"{where(node)}: duplicate dataset {ds!r}")
-        if not _dataset_exists(ds):
+        if not dataset_exists(ds):
             raise SuiteError(f"{where(node)}: unknown dataset {ds!r}: not a local or embedded Minari id, folder or "
                              "D4RL file (`offrl datasets list`; `offrl datasets make` builds the offrl zoo)")
         datasets.append(ds)

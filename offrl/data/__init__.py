@@ -7,16 +7,35 @@ from offrl.data.d4rl import load_d4rl
 from offrl.data.dataset import Dataset, DatasetError, Episode, flat_episodes, reward_transform
 from offrl.data.minari_io import datasets_root, load_minari, write_minari
 
-__all__ = ["EMBEDDED_ROOT", "embedded_ids", "Dataset", "DatasetError", "Episode", "load_dataset", "load_d4rl", "load_minari",
+__all__ = ["EMBEDDED_ROOT", "embedded_ids", "ids_under", "dataset_exists", "Dataset", "DatasetError", "Episode", "load_dataset", "load_d4rl", "load_minari",
            "write_minari", "datasets_root", "flat_episodes", "reward_transform"]
 
 
 EMBEDDED_ROOT = Path(__file__).parent / "embedded" / "minari"
 
 
+def ids_under(root: Path) -> list[str]:
+    """Ids of the Minari datasets stored under a datasets root."""
+    return sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("**/data/metadata.json")) if root.exists() else []
+
+
 def embedded_ids() -> list[str]:
     """Ids of the small datasets shipped inside the package (usable with no generation step)."""
-    return sorted(str(p.parent.parent.relative_to(EMBEDDED_ROOT)) for p in EMBEDDED_ROOT.glob("**/data/metadata.json"))
+    return ids_under(EMBEDDED_ROOT)
+
+
+def _minari_folder(source: str) -> Path | None:
+    """Where a Minari id or folder lives: a folder path, the local root, or the embedded sets (in that order)."""
+    for folder in (Path(source), datasets_root() / str(source), EMBEDDED_ROOT / str(source)):
+        if (folder / "data" / "metadata.json").is_file():
+            return folder
+    return None
+
+
+def dataset_exists(source: str) -> bool:
+    """Whether `load_dataset(source)` finds something without downloading (used to validate suites)."""
+    p = Path(source)
+    return (p.is_file() and str(source).endswith((".hdf5", ".h5"))) or _minari_folder(source) is not None
 
 
 def load_dataset(source: str, download: bool = False, env_id: str | None = None) -> Dataset:
@@ -27,10 +46,9 @@ def load_dataset(source: str, download: bool = False, env_id: str | None = None)
     if Path(source).is_file():
         raise DatasetError(f"{source}: a file offrl cannot read; give a D4RL .hdf5 file, a Minari dataset "
                            "folder or a Minari dataset id")
-    local = datasets_root() / str(source) / "data" / "metadata.json"
-    embedded = EMBEDDED_ROOT / str(source)
-    if not local.exists() and (embedded / "data" / "metadata.json").exists():
-        ds = load_minari(str(embedded), env_id=env_id)
-        ds.source = str(source)
+    folder = _minari_folder(source)
+    if folder is not None and folder.is_relative_to(EMBEDDED_ROOT):
+        ds = load_minari(str(folder), env_id=env_id)
+        ds.source = str(source)                 # reports name the id, not the install path
         return ds
     return load_minari(source, download=download, env_id=env_id)
