@@ -73,3 +73,60 @@ def random_tree_mdp(seed: int, depth: int = 3, actions: int = 2, outcomes: int =
 
     node(0)
     return TabularMDP(transitions, gamma)
+
+
+def sample_transitions(mdp: TabularMDP, states: Any, actions: Any, rng: Any) -> tuple[Any, Any, Any]:
+    """One outcome per (state, action) pair: (rewards [n] float32, next states [n] int64 (a terminal
+    next state is reported as the state itself), done [n] bool). `rng` is a numpy Generator."""
+    import numpy as np
+
+    states, actions = np.asarray(states), np.asarray(actions)
+    u = rng.random(len(states))
+    rewards = np.empty(len(states), np.float32)
+    nxt = np.empty(len(states), np.int64)
+    done = np.empty(len(states), bool)
+    for i, (s, a) in enumerate(zip(states.tolist(), actions.tolist())):
+        acc = 0.0
+        outs = mdp.transitions[s][a]
+        for k, (p, r, n) in enumerate(outs):
+            acc += float(p)
+            if u[i] < acc or k == len(outs) - 1:
+                rewards[i], nxt[i], done[i] = float(r), s if n is None else n, n is None
+                break
+    return rewards, nxt, done
+
+
+def risky_lanes(width: int = 5, rows: int = 3, slip: Fraction = Fraction(1, 5)) -> tuple[TabularMDP, list[int]]:
+    """A stochastic gridworld for deep-vs-exact comparisons: the agent moves one column right per step
+    and picks up / stay / down among `rows` lanes; with probability `slip` the move is replaced by a
+    uniformly random one. Entering a cell pays by lane: the top lane a sure +1, the middle lane 0 or
+    +2, the bottom lane +3 or, with probability 1/5, −5 (mean 1.4: best for the mean, worst tail).
+    The episode ends on entering the last column; γ = 1, so stocks stay integers.
+    Returns (mdp, decision states): state index = col·rows + row, start = (0, middle lane)."""
+    def lane_rewards(row: int) -> list[tuple[Fraction, int]]:
+        if row == 0:
+            return [(Fraction(1), 1)]
+        if row == rows - 1:
+            return [(Fraction(4, 5), 3), (Fraction(1, 5), -5)]
+        return [(Fraction(1, 2), 0), (Fraction(1, 2), 2)]
+
+    transitions: list[list[list[Outcome]]] = []
+    for col in range(width):
+        for row in range(rows):
+            if col == width - 1:                 # never entered as a decision state
+                transitions.append([[(Fraction(1), 0, None)]])
+                continue
+            acts = []
+            for move in (-1, 0, 1):
+                dist: dict[int, Fraction] = {}
+                for m, p in [(move, 1 - slip)] + [(mm, slip / 3) for mm in (-1, 0, 1)]:
+                    r2 = min(max(row + m, 0), rows - 1)
+                    dist[r2] = dist.get(r2, Fraction(0)) + p
+                outs = []
+                for r2, p in sorted(dist.items()):
+                    nxt = None if col + 1 == width - 1 else (col + 1) * rows + r2
+                    outs += [(p * q, rew, nxt) for q, rew in lane_rewards(r2)]
+                acts.append(outs)
+            transitions.append(acts)
+    mdp = TabularMDP(transitions, gamma=1, start=rows // 2)
+    return mdp, [c * rows + r for c in range(width - 1) for r in range(rows)]
