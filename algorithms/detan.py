@@ -24,18 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from offrl.nets import MLP, per_seed_mean, soft_update, target
+from offrl.nets import MLP, per_seed_mean, quantile_huber_loss, soft_update, target
 from offrl.risk import Utility
-
-
-def quantile_huber_loss(pred: Tensor, target_q: Tensor, kappa: float = 1.0) -> Tensor:
-    """Σ_i mean_j ρ_{τ̂_i}(y_j − θ_i) per sample: pred [..., N], target_q [..., N'] → [...]."""
-    n = pred.shape[-1]
-    taus = (torch.arange(n, device=pred.device, dtype=pred.dtype) + 0.5) / n            # τ̂_i
-    u = target_q.unsqueeze(-2) - pred.unsqueeze(-1)                                      # [..., N, N']
-    huber = torch.where(u.abs() <= kappa, 0.5 * u * u, kappa * (u.abs() - 0.5 * kappa))
-    weight = (taus.unsqueeze(-1) - (u.detach() < 0).to(pred.dtype)).abs()
-    return (weight * huber / kappa).mean(-1).sum(-1)
 
 
 @dataclass

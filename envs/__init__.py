@@ -22,6 +22,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("walker2d", "Walker2d-v5", "locomotion"),
     Task("ant", "Ant-v5", "locomotion"),
     Task("invertedpendulum", "InvertedPendulum-v5", "classic"),
+    Task("riskyinvertedpendulum", "offrl/RiskyInvertedPendulum-v5", "classic"),   # envs/risky.py
     Task("inverteddoublependulum", "InvertedDoublePendulum-v5", "classic"),
     Task("reacher", "Reacher-v5", "classic"),
     Task("antmaze", None, "antmaze"),     # needs gymnasium-robotics, not a dependency
@@ -114,5 +115,10 @@ _LOCOMOTION = {   # Hopper, HalfCheetah, Walker2d, Ant: D4RL's 1M transitions pe
 }
 RECIPES: dict[str, dict[str, Recipe]] = {
     **{name: _LOCOMOTION for name in ("hopper", "halfcheetah", "walker2d", "ant")},
-    **{name: _SMALL for name in ("invertedpendulum", "inverteddoublependulum", "reacher")},
+    **{name: _SMALL for name in ("invertedpendulum", "riskyinvertedpendulum", "inverteddoublependulum", "reacher")},
 }
+
+
+from offrl.envs import risky as _risky  # noqa: E402  (registers the risky Gymnasium ids)
+
+_risky.register()

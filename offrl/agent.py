@@ -46,6 +46,7 @@ class AgentConfig:
     offline_fraction_floor: float = 0.0  # final offline share for annealed mixing
     anneal_steps: int = 100_000        # online steps over which annealed mixing reaches its floor
     utd: int = 1                       # gradient steps per environment step online
+    time_feature: bool = False         # append t/T to observations; reaching the time limit T is terminal
     random_steps: int = 0              # uniform-random env steps before the policy acts (online from scratch)
 
     def mixing(self) -> Mixing:
@@ -95,6 +96,9 @@ class Agent(nn.Module):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.num_updates = 0          # gradient steps taken (a host int: no device sync to read it)
+        # Per-episode state of agents whose policy depends on the history (e.g. a stock): tensors
+        # [S, E, ...] kept between `begin_episodes`/`observe` calls and saved in checkpoints.
+        self.episode_state: dict[str, Tensor] = {}
 
     # --- helpers for subclasses ---
     def optimizer(self, name: str, params: Any, lr: float, **kw: Any) -> torch.optim.Optimizer:
@@ -124,12 +128,20 @@ class Agent(nn.Module):
         """Actions [S, E, A] in [-1, 1] for raw observations [S, E, O]."""
         raise NotImplementedError
 
+    def begin_episodes(self, obs: Tensor, starting: Tensor) -> None:
+        """Called with observations [S, E, O] whenever episodes start; `starting` [S, E] bool marks the
+        envs that were reset. History-dependent agents initialise `episode_state` here."""
+
+    def observe(self, reward: Tensor) -> None:
+        """Called after every env step with the raw rewards [S, E] (E envs per seed)."""
+
     # --- checkpoint state: networks, optimisers, schedulers ---
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         return {"format": CHECKPOINT_FORMAT, "offrl_version": __version__, "agent": self.name,
                 "seeds": self.seeds, "num_updates": self.num_updates, "nets": super().state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "episode_state": {k: v.clone() for k, v in self.episode_state.items()}}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
         if state.get("agent") != self.name:
@@ -147,6 +159,7 @@ class Agent(nn.Module):
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
+        self.episode_state = {k: v.to(self.device) for k, v in state.get("episode_state", {}).items()}
 
 
 # --- registry ---

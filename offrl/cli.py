@@ -30,6 +30,8 @@ def _train(args: argparse.Namespace) -> int:
             setattr(run, key, value)
     if args.download:
         run.download = True
+    if args.risk_threshold:
+        run.risk_thresholds = list(args.risk_threshold)
     run.plugins = list(run.plugins) + [str(Path(p).resolve()) for p in args.plugin]
     run.agent_config = {**run.agent_config, **parse_overrides(args.set)}
     out = args.out or Path("runs") / "train" / f"{run.agent}-{slug(Path(run.dataset).stem if str(run.dataset).endswith('.hdf5') else run.dataset or run.env or 'online')}-seed{run.seed}"
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--online-capacity", type=int, help="online buffer rows per seed (default: online steps)")
     t.add_argument("--eval-every", type=int, help="evaluate every k steps")
     t.add_argument("--eval-episodes", type=int, help="evaluation episodes per seed")
+    t.add_argument("--risk-threshold", type=float, action="append", default=[], metavar="THETA",
+                   help="report P(G ≥ THETA) in final.json's risk block (repeatable)")
     t.add_argument("--log-every", type=int, help="log metrics every k steps")
     t.add_argument("--checkpoint-every", type=int, help="checkpoint every k steps")
     t.add_argument("--device", help="cpu | cuda")

@@ -16,9 +16,49 @@ import torch
 from offrl import OffrlError
 
 
-def make_env(env_id: str) -> gym.Env:
+class TimeFeature(gym.Wrapper):
+    """Appends t/T to observations (t: steps since reset, T: the time limit) and makes reaching T a
+    termination: with time in the state the episode's end is part of the MDP (Pardo et al., 2018),
+    which γ = 1 episodic objectives need. Matches `Dataset.with_time_feature`."""
+
+    def __init__(self, env: gym.Env, time_limit: int):
+        super().__init__(env)
+        self.time_limit, self.t = time_limit, 0
+        low = np.append(env.observation_space.low, 0.0).astype(np.float32)
+        high = np.append(env.observation_space.high, 1.0).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        return np.append(obs, self.t / self.time_limit).astype(np.float32)
+
+    def reset(self, **kw: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kw)
+        self.t = 0
+        return self._obs(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, r, term, trunc, info = self.env.step(action)
+        self.t += 1
+        return self._obs(obs), r, bool(term or self.t >= self.time_limit), bool(trunc), info
+
+
+def time_limit_of(env_id: str) -> int:
+    """The env's max_episode_steps (what `time_feature` divides by)."""
+    import offrl.envs  # noqa: F401
+
+    env = gym.make(env_id)
+    limit = _time_limit(env)
+    env.close()
+    if limit is None:
+        raise OffrlError(f"env {env_id!r} has no time limit (max_episode_steps); time_feature needs one")
+    return int(limit._max_episode_steps)
+
+
+def make_env(env_id: str, time_feature: bool = False) -> gym.Env:
     """A Gymnasium env acting in [-1, 1] (rescaled to the env's own bounds), with a clear error for
-    unknown ids."""
+    unknown ids; `time_feature` appends t/T to observations (see `TimeFeature`)."""
+    import offrl.envs  # noqa: F401  (registers offrl's own ids, e.g. offrl/RiskyInvertedPendulum-v5)
+
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*settotalmass.*")
@@ -30,6 +70,8 @@ def make_env(env_id: str) -> gym.Env:
         raise OffrlError(f"env {env_id!r} has {type(space).__name__} actions; offrl agents need continuous Box actions")
     if not (np.allclose(space.low, -1) and np.allclose(space.high, 1)):
         env = gym.wrappers.RescaleAction(env, np.full(space.shape, -1, np.float32), np.full(space.shape, 1, np.float32))
+    if time_feature:
+        env = TimeFeature(env, time_limit_of(env_id))
     return env
 
 
@@ -68,15 +110,20 @@ def restore_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed"]
+    e = env
+    while hasattr(e, "env"):
+        if isinstance(e, TimeFeature):
+            e.t = state["elapsed"]
+        e = e.env
     u.np_random.bit_generator.state = state["np_random"]
 
 
 class EnvBatch:
     """n envs of one id stepped together; each is reset with its own seed."""
 
-    def __init__(self, env_id: str, n: int):
+    def __init__(self, env_id: str, n: int, time_feature: bool = False):
         self.env_id = env_id
-        self.envs = [make_env(env_id) for _ in range(n)]
+        self.envs = [make_env(env_id, time_feature) for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self.envs)
@@ -86,10 +133,12 @@ class EnvBatch:
             e.close()
 
 
-def rollout_episodes(envs: EnvBatch, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def rollout_episodes(envs: EnvBatch, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int],
+                     observe: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run one episode in each env (reset with `seeds[i]`) with a batched policy.
 
-    policy: obs [n, O] float32 → actions [n, A] in [-1, 1]. Returns (returns [n], lengths [n]).
+    policy: obs [n, O] float32 → actions [n, A] in [-1, 1]; observe (optional): called with the
+    step's rewards [n] (0 for finished envs) after every step. Returns (returns [n], lengths [n]).
     """
     n = len(envs)
     obs = np.stack([e.reset(seed=s)[0] for e, s in zip(envs.envs, seeds)]).astype(np.float32)
@@ -97,13 +146,17 @@ def rollout_episodes(envs: EnvBatch, policy: Callable[[np.ndarray], np.ndarray],
     active = np.ones(n, bool)
     while active.any():
         actions = policy(obs)
+        rewards = np.zeros(n, np.float32)
         for i in np.flatnonzero(active):
             o, r, term, trunc, _ = envs.envs[i].step(actions[i])
             obs[i] = o
             returns[i] += r
+            rewards[i] = r
             lengths[i] += 1
             if term or trunc:
                 active[i] = False
+        if observe is not None:
+            observe(rewards)
     return returns, lengths
 
 
@@ -118,10 +171,19 @@ def evaluate(agent: Any, envs: EnvBatch, episodes: int, seed: int) -> np.ndarray
         o = torch.as_tensor(obs, device=device).view(S, E, -1)
         return agent.act(o, deterministic=True).reshape(S * E, -1).cpu().numpy()
 
-    was_training = agent.training
+    def observe(rewards: np.ndarray) -> None:
+        agent.observe(torch.as_tensor(rewards, device=device).view(S, E))
+
+    was_training, saved = agent.training, agent.episode_state
     agent.eval()
+    agent.episode_state = {}             # evaluation episodes must not disturb online episodes in flight
+    seeds = [seed + i for i in range(S * E)]
     try:
-        returns, _ = rollout_episodes(envs, policy, [seed + i for i in range(S * E)])
+        first = np.stack([e.reset(seed=s)[0] for e, s in zip(envs.envs, seeds)]).astype(np.float32)
+        agent.begin_episodes(torch.as_tensor(first, device=device).view(S, E, -1),
+                             torch.ones(S, E, dtype=torch.bool, device=device))
+        returns, _ = rollout_episodes(envs, policy, seeds, observe)
     finally:
         agent.train(was_training)
+        agent.episode_state = saved
     return returns.reshape(S, E)

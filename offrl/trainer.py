@@ -22,7 +22,8 @@ from offrl.agent import Agent, Spec, get_agent, load_plugin, resolve_config
 from offrl.buffer import Buffer
 from offrl.data import Dataset, load_dataset
 from offrl.envs import find_task
-from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state
+from offrl.risk import risk_metrics
+from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.utils import atomic_write, closest, write_json
 
 
@@ -48,7 +49,8 @@ class RunConfig:
     online_steps: int = 0              # online env steps per seed after the offline phase
     online_capacity: int = 0           # online FIFO rows per seed (0: online_steps)
     eval_every: int = 5000             # evaluate every k steps of each phase (0: only at the end)
-    eval_episodes: int = 10            # evaluation episodes per seed
+    eval_episodes: int = 10            # evaluation episodes per seed (≥100 for the risk statistics)
+    risk_thresholds: list[float] = field(default_factory=list)  # θ of P(G ≥ θ) in final.json's risk block
     log_every: int = 1000              # write metrics every k steps
     checkpoint_every: int = 10000      # write a checkpoint every k steps (and at each phase end)
     device: str = "cpu"                # cpu | cuda | cuda:N
@@ -134,6 +136,14 @@ class Trainer:
         task = find_task(run.dataset or "") or find_task(env_id or "")
         self.domain = run.domain if run.domain != "auto" else (task.domain if task else "locomotion")
         self.cfg = resolve_config(agent_cls, self.domain, run.online_steps > 0, run.agent_config)
+        self.time_feature = bool(self.cfg.time_feature)
+        if self.time_feature:
+            if env_id is None:
+                raise OffrlError("time_feature=true needs the env's time limit: pass --env ENV_ID")
+            limit = time_limit_of(env_id)
+            if self.dataset is not None:
+                self.dataset = self.dataset.with_time_feature(limit)
+            obs_dim += 1
         self.spec = (Spec.from_dataset(self.dataset, self.domain) if self.dataset is not None
                      else Spec(obs_dim, act_dim, self.domain))
         self.ref = (self.dataset.ref_min_score, self.dataset.ref_max_score) if self.dataset else (None, None)
@@ -147,7 +157,7 @@ class Trainer:
         capacity = run.online_capacity or run.online_steps
         self.buffer = Buffer(self.dataset, run.seeds, self.device, capacity, obs_dim, act_dim,
                              self.cfg.mixing(), seed=run.seed + 1)
-        self.eval_envs = EnvBatch(env_id, run.seeds * run.eval_episodes) if run.eval_episodes > 0 else None
+        self.eval_envs = EnvBatch(env_id, run.seeds * run.eval_episodes, self.time_feature) if run.eval_episodes > 0 else None
         self.np_rng = np.random.default_rng(run.seed + 2)
         # Counters and history (restored by resume).
         self.offline_step = 0
@@ -352,7 +362,7 @@ class Trainer:
         if self.online_step >= run.online_steps:
             return
         S = run.seeds
-        o = self._online = {"envs": EnvBatch(self.env_id, S), "episode_index": 0,
+        o = self._online = {"envs": EnvBatch(self.env_id, S, self.time_feature), "episode_index": 0,
                             "ep_return": np.zeros(S), "ep_len": np.zeros(S, np.int64)}
         envs = o["envs"]
 
@@ -377,8 +387,10 @@ class Trainer:
             obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
             o["episode_index"] += 1
         ep_return, ep_len = o["ep_return"], o["ep_len"]
-        random_steps = cfg.random_steps if run.steps == 0 else 0
         t = lambda x: torch.as_tensor(x, device=self.device)
+        if saved is None or saved["envs"] is None:          # (a resumed agent's checkpoint holds its episode state)
+            self.agent.begin_episodes(t(obs)[:, None], torch.ones(S, 1, dtype=torch.bool, device=self.device))
+        random_steps = cfg.random_steps if run.steps == 0 else 0
         try:
             while self.online_step < run.online_steps:
                 if self.online_step < random_steps:
@@ -396,6 +408,7 @@ class Trainer:
                         self.online_episodes.append({"step": self._global_step() + 1, "seed": i,
                                                      "return": float(ep_return[i]), "length": int(ep_len[i])})
                         ep_return[i], ep_len[i] = 0.0, 0
+                self.agent.observe(t(rewards)[:, None])
                 self.buffer.add(t(obs), t(actions), t(rewards), t(next_obs), t(terms))
                 # Reset finished envs only after storing the true final observation.
                 finished = np.flatnonzero(ep_len == 0).tolist()
@@ -403,6 +416,7 @@ class Trainer:
                     next_obs[i] = reset(i)
                 if len(finished):
                     o["episode_index"] += 1
+                    self.agent.begin_episodes(t(next_obs)[:, None], t(ep_len == 0)[:, None])
                 obs = o["obs"] = next_obs
                 self.online_step += 1
                 self._bar.update(1)
@@ -444,6 +458,15 @@ class Trainer:
         if run.online_steps > 0 and offline:
             out["offline_final"] = pack(np.array(offline[-1]["return"]))
         out["final_episode_returns"] = self.evals[-1]["episode_returns"]
+        out["risk"] = {
+            "statistic": "per seed, over the episodes of the final evaluation: mean, lower-tail CVaR_α and "
+                         "VaR_α (fractional empirical CVaR), worst episode, P(G ≥ θ)",
+            "episodes_per_seed": run.eval_episodes,
+            "per_seed": [risk_metrics(np.array(r), thresholds=run.risk_thresholds) for r in out["final_episode_returns"]],
+        }
+        if run.eval_episodes < 100:
+            out["risk"]["warning"] = (f"only {run.eval_episodes} episodes per seed; tail statistics need ≥100 "
+                                      "(set eval_episodes)")
         return out
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from offrl.algorithms.detan import DEtaN, DEtaNConfig, quantile_huber_loss
+from offrl.algorithms.detan import DEtaN, DEtaNConfig
+from offrl.nets import quantile_huber_loss
 from offrl.risk import make_utility
 from offrl.tabular import StockDP
 from offrl.tabular.mdp import risky_lanes, sample_transitions

@@ -32,7 +32,7 @@ from offrl.utils import closest, slug
 SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"name": "", "description": "", "agents": [], "datasets": [], "seeds": 1, "steps": 0,
             "online_steps": 0, "eval_every": 0, "eval_episodes": 10, "threads": 1, "seed": 0,
-            "compare": [], "plugins": [], "env": None, "domain": "auto"}
+            "compare": [], "plugins": [], "env": None, "domain": "auto", "risk_thresholds": []}
 
 
 class SuiteError(OffrlError):
@@ -102,6 +102,10 @@ def load_suite(name_or_path: str) -> Suite:
     for key in ("seeds", "steps", "online_steps", "eval_every", "eval_episodes", "threads", "seed"):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 0:
             raise SuiteError(f"{where(nodes[key])}: {key} must be a non-negative integer, got {settings[key]!r}")
+    thresholds = settings["risk_thresholds"]
+    if not (isinstance(thresholds, list) and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in thresholds)):
+        raise SuiteError(f"{where(nodes['risk_thresholds'])}: risk_thresholds is a list of numbers (θ of P(G ≥ θ)), "
+                         f"got {thresholds!r}")
     if settings["seeds"] < 1:
         raise SuiteError(f"{where(nodes['seeds'])}: seeds must be ≥ 1")
     for plugin in settings["plugins"]:
@@ -154,6 +158,7 @@ def load_suite(name_or_path: str) -> Suite:
         agent=name, label=label, dataset=ds, env=settings["env"], domain=settings["domain"], seeds=settings["seeds"],
         seed=settings["seed"], steps=settings["steps"], online_steps=settings["online_steps"],
         eval_every=settings["eval_every"], eval_episodes=settings["eval_episodes"], threads=settings["threads"],
+        risk_thresholds=[float(t) for t in settings["risk_thresholds"]],
         log_every=max(1, min(1000, (settings["steps"] + settings["online_steps"]) // 20)),
         plugins=[str((path.parent / p).resolve()) for p in settings["plugins"]], agent_config=dict(overrides)))
         for name, label, overrides in variants for ds in datasets]

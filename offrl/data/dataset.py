@@ -182,6 +182,29 @@ class Dataset:
                                "add them to the dataset metadata or to offrl.envs' table")
         return 100.0 * (np.asarray(returns, np.float64) - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
+    def steps_in_episode(self) -> np.ndarray:
+        """t of every transition: its index within its episode, [N] int64."""
+        starts = np.flatnonzero(np.diff(self.episode, prepend=-1))
+        return np.arange(len(self)) - np.repeat(starts, np.diff(np.append(starts, len(self))))
+
+    def with_time_feature(self, time_limit: int) -> "Dataset":
+        """Observations with t/T appended (next observations (t+1)/T), T = the env's time limit.
+
+        With time in the state, reaching the time limit is a true terminal state (Pardo et al., 2018):
+        those transitions become terminals, so γ = 1 episodic returns are well defined."""
+        if time_limit < 1:
+            raise DatasetError(f"time_feature needs the env's time limit (max_episode_steps), got {time_limit}")
+        t = self.steps_in_episode()
+        if t.max() + 1 > time_limit:
+            raise DatasetError(f"{self.source}: an episode runs {t.max() + 1} steps, longer than the env's time "
+                               f"limit {time_limit}; pass the env the data came from with --env")
+        at_limit = (t + 1 == time_limit) & ~self.terminals
+        col = lambda x: (x / time_limit).astype(np.float32)[:, None]
+        return dataclasses.replace(
+            self, observations=np.concatenate([self.observations, col(t)], 1),
+            next_observations=np.concatenate([self.next_observations, col(t + 1)], 1),
+            terminals=self.terminals | at_limit, timeouts=self.timeouts & ~at_limit)
+
     def fit_to_env(self, observation_space: Any, action_space: Any) -> "Dataset":
         """Check the dataset against an env's (unwrapped) spaces; return it with actions in [-1, 1].
 

@@ -1,0 +1,214 @@
+"""Stock-augmented distributional actor-critic for continuous control (offline and O2O).
+
+Built on Ávila Pires et al. (2025), "Optimizing Return Distributions with Distributional Dynamic
+Programming", carried to continuous actions as the reference's §4.2 recommends (the paper has no
+continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton):
+
+* State (s, c) with stock c: C_0 = c_0, C_{t+1} = (C_t + R_{t+1})/γ. With γ = 1 and the time feature
+  (t/T in the observation, time limit = terminal) the objective is the *undiscounted episodic* return.
+* Quantile critic ensemble Z_φ(s, c, a): N quantiles per member, members on the member axis; the
+  target takes, per quantile level, the minimum over members of their sorted quantiles (pessimism
+  for offline data, as in CODAC/TQC-style distributional offline RL).
+* Deterministic actor π(s, c) maximising the objective's score (1/N)Σ_i f(c + θ_i(s, c, π(s, c)))
+  with TD3+BC's regulariser: loss = −λ·score + (π − a_D)², λ = α / mean|score|.
+* Target actions with the same stock-aware rule: a' = π⁻(s', c') + clipped noise, c' = (c + r)/γ.
+* Offline stock relabelling: every sampled transition gets a fresh stock c ~ U[c_lo, c_hi] (valid for
+  any c because the stock dynamics are known); stocks are clipped to [c_lo, c_hi] = [−G_max, −G_min]
+  (policy-preserving for utilities affine on each side of 0, reference T7) and scaled to [−1, 1].
+* Deployment: c_0 = −θ for threshold/target objectives; for CVaR-type objectives c_0 maximises
+  −c + (1/N)Σ_i f(c + θ_i(s_0, c, π(s_0, c))) over a grid of stocks at the episode's first state
+  (≈ −VaR_τ of the learnt return). The stock then follows the rewards the episode receives.
+
+Baselines in the same code path: objective=mean (f = x, no stock input) and objective=naive_cvar
+(per-state CVaR_τ of Z(s, a), no stock: time-inconsistent, reference T2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from offrl import OffrlError
+from offrl.agent import Agent, AgentConfig, register
+from offrl.nets import Critic, DeterministicActor, per_seed_mean, quantile_huber_loss, soft_update, target
+from offrl.risk import objective as make_objective
+
+OBJECTIVES = ("mean", "cvar", "mean_cvar", "naive_cvar", "prob", "target")
+
+
+@dataclass
+class StockACConfig(AgentConfig):
+    gamma: float = 1.0                 # 1: undiscounted episodic objective (with time_feature)
+    time_feature: bool = True          # t/T in the observation; the time limit is a terminal state
+    normalize_obs: bool = True         # standardise observations with the dataset's mean/std (+1e-3)
+    objective: str = "cvar"            # mean | cvar | mean_cvar | naive_cvar | prob | target
+    risk_level: float = 0.1            # τ of CVaR_τ (cvar, mean_cvar, naive_cvar)
+    cvar_weight: float = 0.0           # w of mean_cvar: w·E G + (1−w)·CVaR_τ
+    threshold: float = 0.0             # θ (raw return units) of prob (P(G ≥ θ)) and target (−E|G − θ|)
+    reward_scale: float = 0.01         # rewards (and stocks) are multiplied by this inside the agent
+    stock_low: float = math.nan        # c_lo in raw return units (nan: −(max dataset return) − margin)
+    stock_high: float = math.nan       # c_hi in raw return units (nan: −min(min dataset return, 0) + margin)
+    stock_margin: float = 0.1          # margin added on both sides, as a fraction of the dataset's return range
+    c0_grid: int = 101                 # stocks scanned to choose c_0 for cvar/mean_cvar
+    n_quantiles: int = 32              # N quantiles per critic
+    n_critics: int = 2                 # critic ensemble members (target: per-level min of sorted quantiles)
+    kappa: float = 1.0                 # quantile Huber threshold (in scaled reward units)
+    alpha: float = 2.5                 # TD3+BC's α: λ = α / mean|score|
+    actor_lr: float = 3e-4             # Adam learning rate of the actor
+    critic_lr: float = 3e-4            # Adam learning rate of the critics
+    tau: float = 0.005                 # Polyak rate of the target networks
+    policy_noise: float = 0.2          # std of the target policy smoothing noise
+    noise_clip: float = 0.5            # clip of the target policy smoothing noise
+    policy_freq: int = 2               # actor and targets are updated every k critic steps
+    exploration_noise: float = 0.1     # std of Gaussian action noise when acting online
+    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes of actor and critics
+
+
+def lower_tail_mean(atoms: Tensor, tau: float) -> Tensor:
+    """CVaR_τ of N equal-weight atoms [..., N]: mean of the lowest τN, the last one fractionally."""
+    n = atoms.shape[-1]
+    k = torch.arange(n, device=atoms.device, dtype=atoms.dtype)
+    w = (tau * n - k).clamp(0, 1) / (tau * n)
+    return (atoms.sort(-1).values * w).sum(-1)
+
+
+@register("stock_ac")
+class StockAC(Agent):
+    """Stock-augmented distributional actor-critic (CVaR, P(G≥θ), targets) with a TD3+BC regulariser."""
+    Config = StockACConfig
+
+    def __init__(self, spec, cfg: StockACConfig, seeds, device="cpu"):
+        super().__init__(spec, cfg, seeds, device)
+        if cfg.objective not in OBJECTIVES:
+            raise OffrlError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if not 0 < cfg.risk_level <= 1:
+            raise OffrlError(f"risk_level (τ) must be in (0, 1], got {cfg.risk_level}")
+        if not 0 < cfg.gamma <= 1:
+            raise OffrlError(f"gamma must be in (0, 1], got {cfg.gamma}")
+        self.use_stock = cfg.objective not in ("mean", "naive_cvar")
+        name = {"naive_cvar": "mean"}.get(cfg.objective, cfg.objective)
+        self.obj = make_objective(name, tau=cfg.risk_level, theta=cfg.threshold * cfg.reward_scale,
+                                  weight=cfg.cvar_weight)
+        self.obj.utility.check_gamma(cfg.gamma)
+        lo, hi = self._stock_range(spec, cfg)
+        self.c_lo, self.c_hi = lo * cfg.reward_scale, hi * cfg.reward_scale
+        O, A, N = spec.obs_dim + 1, spec.act_dim, cfg.n_quantiles            # +1: the scaled stock
+        self.actor = DeterministicActor(O, A, (seeds,), cfg.hidden)
+        self.critic = Critic(O, A, (seeds, cfg.n_critics), cfg.hidden, out_features=N)
+        self.actor_target, self.critic_target = target(self.actor), target(self.critic)
+        self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)
+        self.optimizer("critic", self.critic.parameters(), cfg.critic_lr)
+        self.to(self.device)
+
+    @staticmethod
+    def _stock_range(spec, cfg: StockACConfig) -> tuple[float, float]:
+        """[c_lo, c_hi] = [−G_max, −G_min] in raw return units, from the config or the dataset."""
+        if not (math.isnan(cfg.stock_low) or math.isnan(cfg.stock_high)):
+            lo, hi = cfg.stock_low, cfg.stock_high
+        elif spec.return_range is not None:
+            r_min, r_max = spec.return_range
+            margin = cfg.stock_margin * max(r_max - r_min, 1e-6)
+            lo = cfg.stock_low if not math.isnan(cfg.stock_low) else -max(r_max, 0.0) - margin
+            hi = cfg.stock_high if not math.isnan(cfg.stock_high) else -min(r_min, 0.0) + margin
+        else:
+            raise OffrlError("stock_ac without a dataset needs the stock range: --set stock_low=… stock_high=… "
+                             "(raw return units: −max return and −min return)")
+        if not hi > lo:
+            raise OffrlError(f"stock_low must be below stock_high, got [{lo}, {hi}]")
+        return lo, hi
+
+    # --- inputs ---
+    def _with_stock(self, obs: Tensor, c: Tensor) -> Tensor:
+        """[obs, stock scaled to [−1, 1]] (the stock input is 0 for stock-free objectives)."""
+        if not self.use_stock:
+            return torch.cat([obs, torch.zeros_like(obs[..., :1])], -1)
+        scaled = 2 * (c.clamp(self.c_lo, self.c_hi) - self.c_lo) / (self.c_hi - self.c_lo) - 1
+        return torch.cat([obs, scaled.unsqueeze(-1)], -1)
+
+    def score(self, c: Tensor, z: Tensor) -> Tensor:
+        """The actor's objective for stocks c [...] and quantiles z [..., N] → [...]."""
+        if self.cfg.objective == "naive_cvar":
+            return lower_tail_mean(z, self.cfg.risk_level)
+        if not self.use_stock:
+            return z.mean(-1)
+        return self.obj.utility(c.clamp(self.c_lo, self.c_hi).unsqueeze(-1) + z).mean(-1)
+
+    # --- learning ---
+    def update(self, b):
+        cfg, b = self.cfg, self.preprocess(b)
+        r = b.reward * cfg.reward_scale
+        # Relabel: a fresh stock per transition, uniform on [c_lo, c_hi] (Φ of a normal draw keeps
+        # every random draw of the agent a randn_like on an [S, ...] tensor).
+        u = 0.5 * (1 + torch.erf(torch.randn_like(r) / math.sqrt(2)))
+        c = self.c_lo + (self.c_hi - self.c_lo) * u
+        c2 = ((c + r) / cfg.gamma).clamp(self.c_lo, self.c_hi)
+        x, x2 = self._with_stock(b.obs, c), self._with_stock(b.next_obs, c2)
+        with torch.no_grad():
+            noise = (torch.randn_like(b.action) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            a2 = (self.actor_target(x2) + noise).clamp(-1.0, 1.0)
+            z2 = self.critic_target(x2, a2).sort(-1).values.min(1).values             # [S, B, N]
+            y = r.unsqueeze(-1) + cfg.gamma * b.not_done.unsqueeze(-1) * z2
+        z = self.critic(x, b.action)                                                # [S, M, B, N]
+        critic_loss = quantile_huber_loss(z, y.unsqueeze(1), cfg.kappa).mean(-1).sum(1)   # [S]
+        self.optimizers["critic"].zero_grad(set_to_none=True)
+        critic_loss.sum().backward()
+        self.optimizers["critic"].step()
+        metrics = {"critic_loss": critic_loss.detach(), "z_mean": z.detach().mean((1, 2, 3)) / cfg.reward_scale}
+
+        if self.num_updates % cfg.policy_freq == 0:
+            pi = self.actor(x)
+            s = self.score(c, self.critic(x, pi, ensemble=slice(0, 1))[:, 0])        # [S, B]
+            lmbda = cfg.alpha / s.abs().mean(1, keepdim=True).detach().clamp(min=1e-6)
+            actor_loss = per_seed_mean(-lmbda * s) + per_seed_mean((pi - b.action) ** 2)
+            self.optimizers["actor"].zero_grad(set_to_none=True)
+            actor_loss.sum().backward(inputs=list(self.actor.parameters()))
+            self.optimizers["actor"].step()
+            soft_update(self.critic_target, self.critic, cfg.tau)
+            soft_update(self.actor_target, self.actor, cfg.tau)
+            metrics["actor_loss"] = actor_loss.detach()
+        self.num_updates += 1
+        return metrics
+
+    # --- acting: the stock follows each episode's rewards ---
+    @torch.no_grad()
+    def initial_stock(self, obs: Tensor) -> Tensor:
+        """c_0 [S, E] for first observations [S, E, O] (scaled units)."""
+        S, E = obs.shape[:2]
+        if not self.use_stock:
+            return torch.zeros(S, E, device=obs.device)
+        if not self.obj.search_c0:
+            return torch.full((S, E), float(self.obj.c0), device=obs.device)
+        grid = torch.linspace(self.c_lo, self.c_hi, self.cfg.c0_grid, device=obs.device)
+        K = len(grid)
+        o = self.normalize(obs).unsqueeze(2).expand(S, E, K, -1).reshape(S, E * K, -1)
+        c = grid.repeat(S, E, 1).reshape(S, E * K)
+        x = self._with_stock(o, c)
+        z = self.critic(x, self.actor(x), ensemble=slice(0, 1))[:, 0]               # [S, E·K, N]
+        j = (self.obj.utility(c.unsqueeze(-1) + z).mean(-1) - c).view(S, E, K)       # J(c) = V(c) − c
+        return grid[j.argmax(-1)]
+
+    def begin_episodes(self, obs, starting):
+        c0 = self.initial_stock(obs)
+        old = self.episode_state.get("stock")
+        if old is not None and old.shape == c0.shape:
+            c0 = torch.where(starting, c0, old)
+        self.episode_state["stock"] = c0
+
+    def observe(self, reward):
+        c = self.episode_state.get("stock")
+        if c is not None:
+            r = reward * self.reward_scale + self.reward_shift if self.cfg.reward_transform != "none" else reward
+            self.episode_state["stock"] = (c + r * self.cfg.reward_scale) / self.cfg.gamma
+
+    @torch.no_grad()
+    def act(self, obs, deterministic=True):
+        c = self.episode_state.get("stock")
+        if c is None or c.shape != obs.shape[:2]:          # called without begin_episodes: start one now
+            c = self.initial_stock(obs)
+            self.episode_state["stock"] = c
+        a = self.actor(self._with_stock(self.normalize(obs), c))
+        if deterministic:
+            return a
+        return (a + self.cfg.exploration_noise * torch.randn_like(a)).clamp(-1.0, 1.0)

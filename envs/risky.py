@@ -1,0 +1,53 @@
+"""Reward wrappers that make MuJoCo tasks genuinely risky, registered as Gymnasium ids.
+
+Standard MuJoCo rewards are nearly deterministic, so CVaR of the return barely differs from its mean
+and risk-aware agents cannot be told apart from risk-neutral ones. `RiskyReward` pays a bonus in a
+region of the state space and there, at every step, a large penalty with a small probability: the
+region has the higher mean and the fatter lower tail. The penalty's randomness comes from the env's
+own `np_random`, so `reset(seed=…)` makes it reproducible and offrl's checkpoints restore it. The
+same id serves `offrl datasets make` (data collection) and evaluation, so both see the same rewards.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class RiskyReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """r' = r + 1{obs[index] > threshold}·(bonus − penalty·B), B ~ Bernoulli(prob), on the new state.
+
+    info["risk_region"] says whether the step ended in the region, info["risk_penalty"] whether the
+    penalty was drawn."""
+
+    def __init__(self, env: gym.Env, index: int, threshold: float, bonus: float, penalty: float, prob: float):
+        gym.utils.RecordConstructorArgs.__init__(self, index=index, threshold=threshold, bonus=bonus,
+                                                 penalty=penalty, prob=prob)
+        gym.Wrapper.__init__(self, env)
+        self.index, self.threshold = index, threshold
+        self.bonus, self.penalty, self.prob = bonus, penalty, prob
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, term, trunc, info = self.env.step(action)
+        inside = bool(obs[self.index] > self.threshold)
+        hit = inside and bool(self.env.unwrapped.np_random.random() < self.prob)
+        reward = float(reward) + (self.bonus - self.penalty * hit if inside else 0.0)
+        return obs, reward, term, trunc, {**info, "risk_region": inside, "risk_penalty": hit}
+
+
+# InvertedPendulum: the cart right of x = 0.25 earns +1 per step (2 instead of 1) but risks −40 with
+# probability 0.02 per step: +0.2 per step in expectation. 900 steps there: mean ≈ +180, std ≈ 168,
+# so the region wins on the mean and loses on CVaR_0.1 (≈ −1.75 std): risk-neutral and CVaR-optimal
+# behaviour differ.
+RISKY_INVERTED_PENDULUM = {"index": 0, "threshold": 0.25, "bonus": 1.0, "penalty": 40.0, "prob": 0.02}
+
+
+def make_risky_inverted_pendulum(**kwargs: Any) -> gym.Env:
+    return RiskyReward(gym.make("InvertedPendulum-v5", **kwargs), **RISKY_INVERTED_PENDULUM)
+
+
+def register() -> None:
+    if "offrl/RiskyInvertedPendulum-v5" not in gym.registry:
+        gym.register("offrl/RiskyInvertedPendulum-v5", entry_point="offrl.envs.risky:make_risky_inverted_pendulum",
+                     disable_env_checker=True)
