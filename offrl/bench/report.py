@@ -108,6 +108,45 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTR
     return float(point["p"][0]), float(interval["p"][0, 0]), float(interval["p"][1, 0])
 
 
+def bootstrap_mean_ci(x: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of the mean of per-seed values x [S] (resampling seeds)."""
+    x = np.asarray(x, float)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (reps, len(x)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+RISK_COLUMNS = ("mean", "cvar_0.05", "cvar_0.1", "cvar_0.25", "var_0.1", "worst")
+
+
+def risk_table(runs: list[RunResult]) -> list[str]:
+    """Markdown lines: per dataset and agent, risk statistics of the final evaluation's episode returns
+    (each per seed, then mean over seeds [95% bootstrap CI over seeds])."""
+    risky = [r for r in runs if "risk" in r.final]
+    if not risky:
+        return []
+    extra = sorted({k for r in risky for st in r.final["risk"]["per_seed"] for k in st if k.startswith("p_ge_")})
+    cols = [*RISK_COLUMNS, *extra]
+    n_eps = sorted({r.final["risk"]["episodes_per_seed"] for r in risky})
+    lines = ["## Risk (final evaluation, raw returns)", "",
+             f"Per seed over its {'/'.join(map(str, n_eps))} final-evaluation episodes: mean, lower-tail CVaR_α "
+             "(fractional empirical), VaR_α, worst episode" + (", P(G ≥ θ)" if extra else "") + "; cells: mean over "
+             f"seeds [95% percentile-bootstrap CI over seeds, {BOOTSTRAP_REPS} resamples, seed {BOOTSTRAP_SEED}].", "",
+             "| dataset | agent | seeds | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
+    for r in risky:
+        per_seed = r.final["risk"]["per_seed"]
+        cells = []
+        for c in cols:
+            x = np.array([st.get(c, np.nan) for st in per_seed], float)
+            lo, hi = bootstrap_mean_ci(x)
+            cells.append(f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]")
+        lines.append(f"| {r.dataset} | {r.label} | {len(per_seed)} | " + " | ".join(cells) + " |")
+    if any(r.final["risk"]["episodes_per_seed"] < 100 for r in risky):
+        lines += ["", "Some runs have fewer than 100 episodes per seed: their tail statistics are noisy."]
+    return lines + [""]
+
+
 # --- the report ---
 def _fmt(m: float, s: float) -> str:
     return f"{m:.1f} ± {s:.1f}"
@@ -181,6 +220,8 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
         fig.savefig(out / "performance_profile.png", bbox_inches="tight", dpi=110)
         plt.close(fig)
         lines += ["![aggregates](aggregates.png)", "", "![performance profile](performance_profile.png)", ""]
+
+    lines += risk_table(runs)
 
     o2o = [r for r in runs if r.online_steps > 0 and "offline_final" in r.final]
     if o2o:
