@@ -119,7 +119,16 @@ def bootstrap_mean_ci(x: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = BOO
 RISK_COLUMNS = ("mean", "cvar_0.05", "cvar_0.1", "cvar_0.25", "var_0.1", "worst")
 
 
-def risk_table(runs: list[RunResult]) -> list[str]:
+def bootstrap_diff_ci(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
+                      ) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of mean(x) − mean(y), resampling the seeds of each independently."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rng = np.random.default_rng(seed)
+    d = x[rng.integers(0, len(x), (reps, len(x)))].mean(1) - y[rng.integers(0, len(y), (reps, len(y)))].mean(1)
+    return float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
+
+
+def risk_table(runs: list[RunResult], compare: list[tuple[str, str]] | None = None) -> list[str]:
     """Markdown lines: per dataset and agent, risk statistics of the final evaluation's episode returns
     (each per seed, then mean over seeds [95% bootstrap CI over seeds])."""
     risky = [r for r in runs if "risk" in r.final]
@@ -144,6 +153,20 @@ def risk_table(runs: list[RunResult]) -> list[str]:
         lines.append(f"| {r.dataset} | {r.label} | {len(per_seed)} | " + " | ".join(cells) + " |")
     if any(r.final["risk"]["episodes_per_seed"] < 100 for r in risky):
         lines += ["", "Some runs have fewer than 100 episodes per seed: their tail statistics are noisy."]
+    by = {(r.label, r.dataset): r for r in risky}
+    pairs = [(x, y, ds) for x, y in (compare or []) for ds in dict.fromkeys(r.dataset for r in risky)
+             if (x, ds) in by and (y, ds) in by]
+    if pairs:
+        lines += ["", "Differences X − Y (mean over seeds, 95% bootstrap CI resampling each agent's seeds):", "",
+                  "| dataset | X | Y | Δ mean | Δ cvar 0.1 | Δ cvar 0.05 | Δ worst |", "|---|---|---|---|---|---|---|"]
+        for x, y, ds in pairs:
+            cells = []
+            for c in ("mean", "cvar_0.1", "cvar_0.05", "worst"):
+                a = np.array([st[c] for st in by[(x, ds)].final["risk"]["per_seed"]])
+                b = np.array([st[c] for st in by[(y, ds)].final["risk"]["per_seed"]])
+                lo, hi = bootstrap_diff_ci(a, b)
+                cells.append(f"{a.mean() - b.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]")
+            lines.append(f"| {ds} | {x} | {y} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -221,7 +244,7 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
         plt.close(fig)
         lines += ["![aggregates](aggregates.png)", "", "![performance profile](performance_profile.png)", ""]
 
-    lines += risk_table(runs)
+    lines += risk_table(runs, compare or [(lb, labels[0]) for lb in labels[1:]])
 
     o2o = [r for r in runs if r.online_steps > 0 and "offline_final" in r.final]
     if o2o:
