@@ -14,6 +14,20 @@ def test_speed_table_lists_every_variant():
     assert all(len(v.rates) == 2 and min(v.rates) > 0 for v in variants)
     table = speed_table(variants, env)
     assert table.count("| offrl ") == 4 and "round-robin" in table
+    # TD3+BC, batch 8, 256×256 nets: the counted FLOPs grow with the seeds on the member axis
+    one, two = variants[0], variants[1]
+    assert one.flops > 0 and two.flops == 2 * one.flops
+    assert one.peak_bytes > 0 and env["matmul_flops"] > 0
+
+
+def test_counted_flops_of_a_linear_layer():
+    from offrl.bench.speed import count_flops
+    from offrl.nets import Linear
+    import torch
+
+    layer = Linear(16, 32, (3,))
+    x = torch.randn(3, 8, 16)
+    assert count_flops(lambda: layer(x)) == 2 * 3 * 8 * 16 * 32
 
 
 def test_bench_speed_cli_rejects_unknown_agents(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import platform
 import time
 import warnings
@@ -33,6 +34,62 @@ class Variant:
     seeds: int
     step: Callable[[], object]
     rates: list[float]
+    flops: float | None = None          # FLOPs of one update (counted by torch's FlopCounterMode; offrl only)
+    peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
+
+
+def count_flops(step: Callable[[], object]) -> float:
+    """FLOPs of one call, counted per operator (matmuls, convolutions, SDPA) by torch.utils.flop_counter:
+    what the update asks of the device's matmul units; element-wise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def peak_memory(step: Callable[[], object], device: str) -> int:
+    """Peak bytes of tensors allocated during one call above those already live. CUDA: the caching
+    allocator's peak statistic; CPU: the running sum of torch's allocation events (profiler)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    saved = os.dup(2)                      # kineto logs profiler start/stop on fd 2: keep it quiet
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                step()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    # Each operator event carries the bytes it allocated itself; frees are "[memory]" events with
+    # negative sizes. Replayed in time order, their running sum peaks at the update's peak.
+    live = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return int(peak)
+
+
+def matmul_rate(device: str, n: int = 2048, repeats: int = 10) -> float:
+    """The device's measured float32 matmul rate (FLOP/s) on n×n GEMMs: the ceiling updates are compared to."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t)
 
 
 def synthetic_dataset(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> Dataset:
@@ -87,6 +144,9 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
     for v in variants:
         for _ in range(warmup):
             v.step()
+        if v.name.startswith("offrl"):
+            v.flops = count_flops(v.step)
+            v.peak_bytes = peak_memory(v.step, device)
     for _ in range(rounds):
         for v in variants:
             sync()
@@ -96,6 +156,7 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
             sync()
             v.rates.append(updates / (time.perf_counter() - t))
     env = {"device": device if device == "cpu" else torch.cuda.get_device_name(), "torch": torch.__version__,
+           "matmul_flops": matmul_rate(device),
            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
            "batch": batch, "obs_dim": obs_dim, "act_dim": act_dim, "rounds": rounds, "updates": updates}
     return variants, env
@@ -109,9 +170,13 @@ def speed_table(variants: list[Variant], env: dict) -> str:
     """Markdown: median updates/s, seed-updates/s, and paired ratios to 1 seed and to d3rlpy."""
     lines = [f"device {env['device']}, torch {env['torch']}, {env['threads']} threads, batch {env['batch']}, "
              f"obs {env['obs_dim']} / act {env['act_dim']}, 256×256 nets; median of {env['rounds']} round-robin "
-             f"rounds of {env['updates']} updates; ratios are medians of per-round ratios.", "",
-             "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs d3rlpy (per seed) |",
-             "|---|---|---|---|---|"]
+             f"rounds of {env['updates']} updates; ratios are medians of per-round ratios. GFLOP/update: counted "
+             f"matmul FLOPs of one update; % of matmul rate: achieved FLOP/s over the device's measured float32 "
+             f"2048² GEMM rate ({env['matmul_flops'] / 1e9:.0f} GFLOP/s); peak MB: tensor memory one update "
+             "allocates above what is live.", "",
+             "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs d3rlpy (per seed) "
+             "| GFLOP/update | % of matmul rate | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for v in variants:
         one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.name.startswith("offrl")), None)
         peer = next((w for w in variants if w.agent == v.agent and w.name.startswith("d3rlpy")), None)
@@ -120,5 +185,8 @@ def speed_table(variants: list[Variant], env: dict) -> str:
         vs = f"{v.seeds * _paired(v, peer):.2f}" if peer is not None and v.name.startswith("offrl") else ""
         if vs and v.seeds > 1:
             vs = f"{vs} (aggregate)"
-        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs} |")
+        flops = f"{v.flops / 1e9:.3f}" if v.flops is not None else ""
+        frac = f"{100 * v.flops * u / env['matmul_flops']:.1f}" if v.flops is not None else ""
+        mem = f"{v.peak_bytes / 2**20:.1f}" if v.peak_bytes is not None else ""
+        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs} | {flops} | {frac} | {mem} |")
     return "\n".join(lines)
