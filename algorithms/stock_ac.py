@@ -9,8 +9,11 @@ continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton)
 * Quantile critic ensemble Z_φ(s, c, a): N quantiles per member, members on the member axis; the
   target takes, per quantile level, the minimum over members of their sorted quantiles (pessimism
   for offline data, as in CODAC/TQC-style distributional offline RL).
-* Deterministic actor π(s, c) maximising the objective's score (1/N)Σ_i f(c + θ_i(s, c, π(s, c)))
-  with TD3+BC's regulariser: loss = −λ·score + (π − a_D)², λ = α / mean|score|.
+* Deterministic actor π(s, c) improving the objective's score S(s, c, a) = (1/N)Σ_i f(c + θ_i(s, c, a))
+  under an offline regulariser: by default advantage-weighted regression (AWR/AWAC, IQL's actor
+  extraction), loss = exp(β·A/mean|A|)·‖π(s, c) − a_D‖² with A = S(s, c, a_D) − S(s, c, π(s, c));
+  or TD3+BC's −λ·S(s, c, π(s, c)) + ‖π − a_D‖², λ = α / mean|S| (`actor_loss=td3_bc`). On the
+  risky InvertedPendulum data TD3+BC's form fell over in most episodes, as TD3+BC itself did.
 * Target actions with the same stock-aware rule: a' = π⁻(s', c') + clipped noise, c' = (c + r)/γ.
 * Offline stock relabelling: every sampled transition gets a fresh stock c ~ U[c_lo, c_hi] (valid for
   any c because the stock dynamics are known); stocks are clipped to [c_lo, c_hi] = [−G_max, −G_min]
@@ -55,7 +58,10 @@ class StockACConfig(AgentConfig):
     n_quantiles: int = 32              # N quantiles per critic
     n_critics: int = 2                 # critic ensemble members (target: per-level min of sorted quantiles)
     kappa: float = 1.0                 # quantile Huber threshold (in scaled reward units)
-    alpha: float = 2.5                 # TD3+BC's α: λ = α / mean|score|
+    actor_loss: str = "awr"            # awr: advantage-weighted regression to dataset actions | td3_bc: −λ·score + BC
+    awr_beta: float = 3.0              # awr: inverse temperature on the advantage normalised by mean|advantage|
+    awr_max_weight: float = 100.0      # awr: weight clip (as IQL)
+    alpha: float = 2.5                 # td3_bc: λ = α / mean|score|
     actor_lr: float = 3e-4             # Adam learning rate of the actor
     critic_lr: float = 3e-4            # Adam learning rate of the critics
     tau: float = 0.005                 # Polyak rate of the target networks
@@ -85,6 +91,8 @@ class StockAC(Agent):
             raise OffrlError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if not 0 < cfg.risk_level <= 1:
             raise OffrlError(f"risk_level (τ) must be in (0, 1], got {cfg.risk_level}")
+        if cfg.actor_loss not in ("awr", "td3_bc"):
+            raise OffrlError(f"unknown actor_loss {cfg.actor_loss!r}; choose awr or td3_bc")
         if not 0 < cfg.gamma <= 1:
             raise OffrlError(f"gamma must be in (0, 1], got {cfg.gamma}")
         self.use_stock = cfg.objective not in ("mean", "naive_cvar")
@@ -159,9 +167,20 @@ class StockAC(Agent):
 
         if self.num_updates % cfg.policy_freq == 0:
             pi = self.actor(x)
-            s = self.score(c, self.critic(x, pi, ensemble=slice(0, 1))[:, 0])        # [S, B]
-            lmbda = cfg.alpha / s.abs().mean(1, keepdim=True).detach().clamp(min=1e-6)
-            actor_loss = per_seed_mean(-lmbda * s) + per_seed_mean((pi - b.action) ** 2)
+            if cfg.actor_loss == "td3_bc":
+                s = self.score(c, self.critic(x, pi, ensemble=slice(0, 1))[:, 0])    # [S, B]
+                lmbda = cfg.alpha / s.abs().mean(1, keepdim=True).detach().clamp(min=1e-6)
+                actor_loss = per_seed_mean(-lmbda * s) + per_seed_mean((pi - b.action) ** 2)
+            else:
+                # AWR with the objective's advantage: score of the dataset action minus the score of
+                # the policy's action at the same (s, c); weights exp(β·A/mean|A|), clipped.
+                with torch.no_grad():
+                    both = self.critic(torch.cat([x, x], 1), torch.cat([b.action, pi], 1), ensemble=slice(0, 1))[:, 0]
+                    s_data, s_pi = self.score(torch.cat([c, c], 1), both).chunk(2, 1)
+                    adv = s_data - s_pi
+                    adv = adv / adv.abs().mean(1, keepdim=True).clamp(min=1e-6)
+                    w = torch.exp(cfg.awr_beta * adv).clamp(max=cfg.awr_max_weight)
+                actor_loss = per_seed_mean(w * ((pi - b.action) ** 2).sum(-1))
             self.optimizers["actor"].zero_grad(set_to_none=True)
             actor_loss.sum().backward(inputs=list(self.actor.parameters()))
             self.optimizers["actor"].step()
