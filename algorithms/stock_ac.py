@@ -35,7 +35,7 @@ from torch import Tensor
 
 from offrl import OffrlError
 from offrl.agent import Agent, AgentConfig, register
-from offrl.nets import Critic, DeterministicActor, per_seed_mean, quantile_huber_loss, soft_update, target
+from offrl.nets import MLP, Critic, DeterministicActor, per_seed_mean, quantile_huber_loss, soft_update, target
 from offrl.risk import objective as make_objective
 
 OBJECTIVES = ("mean", "cvar", "mean_cvar", "naive_cvar", "prob", "target")
@@ -58,6 +58,8 @@ class StockACConfig(AgentConfig):
     n_quantiles: int = 32              # N quantiles per critic
     n_critics: int = 2                 # critic ensemble members (target: per-level min of sorted quantiles)
     kappa: float = 1.0                 # quantile Huber threshold (in scaled reward units)
+    target: str = "in_sample"          # in_sample: y = r + γ·Z_V(s', c') (IQL-style, no policy actions) | policy: y = r + γ·Z(s', c', π(s', c'))
+    value_expectile: float = 0.7       # in_sample: Z_V's asymmetric weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|
     actor_loss: str = "awr"            # awr: advantage-weighted regression to dataset actions | td3_bc: −λ·score + BC
     awr_beta: float = 3.0              # awr: inverse temperature on the advantage normalised by mean|advantage|
     awr_max_weight: float = 100.0      # awr: weight clip (as IQL)
@@ -91,6 +93,8 @@ class StockAC(Agent):
             raise OffrlError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if not 0 < cfg.risk_level <= 1:
             raise OffrlError(f"risk_level (τ) must be in (0, 1], got {cfg.risk_level}")
+        if cfg.target not in ("in_sample", "policy"):
+            raise OffrlError(f"unknown target {cfg.target!r}; choose in_sample or policy")
         if cfg.actor_loss not in ("awr", "td3_bc"):
             raise OffrlError(f"unknown actor_loss {cfg.actor_loss!r}; choose awr or td3_bc")
         if not 0 < cfg.gamma <= 1:
@@ -108,6 +112,9 @@ class StockAC(Agent):
         self.actor_target, self.critic_target = target(self.actor), target(self.critic)
         self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)
         self.optimizer("critic", self.critic.parameters(), cfg.critic_lr)
+        if cfg.target == "in_sample":       # Z_V(s, c): the return law of the best in-sample actions
+            self.value = MLP(O, N, (seeds,), cfg.hidden)
+            self.optimizer("value", self.value.parameters(), cfg.critic_lr)
         self.to(self.device)
 
     @staticmethod
@@ -153,17 +160,37 @@ class StockAC(Agent):
         c = self.c_lo + (self.c_hi - self.c_lo) * u
         c2 = ((c + r) / cfg.gamma).clamp(self.c_lo, self.c_hi)
         x, x2 = self._with_stock(b.obs, c), self._with_stock(b.next_obs, c2)
+        metrics: dict[str, torch.Tensor] = {}
+        if cfg.target == "in_sample":
+            # Z_V: weighted quantile regression towards the (pessimistic) law of the dataset action, with
+            # IQL's expectile asymmetry applied to the objective's score, so Z_V leans towards the
+            # in-sample actions the objective prefers; no out-of-distribution action is ever queried.
+            with torch.no_grad():
+                zq = self.critic_target(x, b.action).sort(-1).values.min(1).values   # [S, B, N]
+            zv = self.value(x)
+            with torch.no_grad():
+                below = (self.score(c, zq) < self.score(c, zv)).to(zq.dtype)
+                w = (cfg.value_expectile - below).abs()
+            value_loss = per_seed_mean(w * quantile_huber_loss(zv, zq, cfg.kappa))
+            self.optimizers["value"].zero_grad(set_to_none=True)
+            value_loss.sum().backward()
+            self.optimizers["value"].step()
+            metrics["value_loss"] = value_loss.detach()
+            with torch.no_grad():
+                z2 = self.value(x2)
+        else:
+            with torch.no_grad():
+                noise = (torch.randn_like(b.action) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+                a2 = (self.actor_target(x2) + noise).clamp(-1.0, 1.0)
+                z2 = self.critic_target(x2, a2).sort(-1).values.min(1).values         # [S, B, N]
         with torch.no_grad():
-            noise = (torch.randn_like(b.action) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-            a2 = (self.actor_target(x2) + noise).clamp(-1.0, 1.0)
-            z2 = self.critic_target(x2, a2).sort(-1).values.min(1).values             # [S, B, N]
             y = r.unsqueeze(-1) + cfg.gamma * b.not_done.unsqueeze(-1) * z2
         z = self.critic(x, b.action)                                                # [S, M, B, N]
         critic_loss = quantile_huber_loss(z, y.unsqueeze(1), cfg.kappa).mean(-1).sum(1)   # [S]
         self.optimizers["critic"].zero_grad(set_to_none=True)
         critic_loss.sum().backward()
         self.optimizers["critic"].step()
-        metrics = {"critic_loss": critic_loss.detach(), "z_mean": z.detach().mean((1, 2, 3)) / cfg.reward_scale}
+        metrics.update(critic_loss=critic_loss.detach(), z_mean=z.detach().mean((1, 2, 3)) / cfg.reward_scale)
 
         if self.num_updates % cfg.policy_freq == 0:
             pi = self.actor(x)
@@ -175,8 +202,12 @@ class StockAC(Agent):
                 # AWR with the objective's advantage: score of the dataset action minus the score of
                 # the policy's action at the same (s, c); weights exp(β·A/mean|A|), clipped.
                 with torch.no_grad():
-                    both = self.critic(torch.cat([x, x], 1), torch.cat([b.action, pi], 1), ensemble=slice(0, 1))[:, 0]
-                    s_data, s_pi = self.score(torch.cat([c, c], 1), both).chunk(2, 1)
+                    if cfg.target == "in_sample":             # baseline: the score of Z_V(s, c)
+                        s_data = self.score(c, self.critic(x, b.action).sort(-1).values.min(1).values)
+                        s_pi = self.score(c, self.value(x))
+                    else:                                     # baseline: the score of the policy's action
+                        both = self.critic(torch.cat([x, x], 1), torch.cat([b.action, pi], 1), ensemble=slice(0, 1))[:, 0]
+                        s_data, s_pi = self.score(torch.cat([c, c], 1), both).chunk(2, 1)
                     adv = s_data - s_pi
                     adv = adv / adv.abs().mean(1, keepdim=True).clamp(min=1e-6)
                     w = torch.exp(cfg.awr_beta * adv).clamp(max=cfg.awr_max_weight)
@@ -204,7 +235,7 @@ class StockAC(Agent):
         o = self.normalize(obs).unsqueeze(2).expand(S, E, K, -1).reshape(S, E * K, -1)
         c = grid.repeat(S, E, 1).reshape(S, E * K)
         x = self._with_stock(o, c)
-        z = self.critic(x, self.actor(x), ensemble=slice(0, 1))[:, 0]               # [S, E·K, N]
+        z = self.value(x) if self.cfg.target == "in_sample" else self.critic(x, self.actor(x), ensemble=slice(0, 1))[:, 0]
         j = (self.obj.utility(c.unsqueeze(-1) + z).mean(-1) - c).view(S, E, K)       # J(c) = V(c) − c
         return grid[j.argmax(-1)]
 
