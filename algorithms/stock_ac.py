@@ -7,20 +7,26 @@ continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton)
 * State (s, c) with stock c: C_0 = c_0, C_{t+1} = (C_t + R_{t+1})/γ. With γ = 1 and the time feature
   (t/T in the observation, time limit = terminal) the objective is the *undiscounted episodic* return.
 * Quantile critic ensemble Z_φ(s, c, a): N quantiles per member, members on the member axis; the
-  target takes, per quantile level, the minimum over members of their sorted quantiles (pessimism
-  for offline data, as in CODAC/TQC-style distributional offline RL).
+  critic's own law of the dataset action takes, per quantile level, the minimum over members of
+  their sorted quantiles (pessimism for offline data, as in CODAC/TQC-style distributional offline RL).
+* Critic target, `target=in_sample` (default): y = r + γ·Z_V(s', c'), where Z_V(s, c) is fitted by
+  quantile regression to that law of the dataset action with IQL's expectile asymmetry applied to the
+  objective's score (weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|), so no out-of-distribution action
+  is queried. `target=policy`: y = r + γ·Z⁻(s', c', a'), a' = π⁻(s', c') + clipped noise — target
+  actions chosen by the same stock-aware policy at c' = (c + r)/γ.
 * Deterministic actor π(s, c) improving the objective's score S(s, c, a) = (1/N)Σ_i f(c + θ_i(s, c, a))
   under an offline regulariser: by default advantage-weighted regression (AWR/AWAC, IQL's actor
-  extraction), loss = exp(β·A/mean|A|)·‖π(s, c) − a_D‖² with A = S(s, c, a_D) − S(s, c, π(s, c));
-  or TD3+BC's −λ·S(s, c, π(s, c)) + ‖π − a_D‖², λ = α / mean|S| (`actor_loss=td3_bc`). On the
-  risky InvertedPendulum data TD3+BC's form fell over in most episodes, as TD3+BC itself did.
-* Target actions with the same stock-aware rule: a' = π⁻(s', c') + clipped noise, c' = (c + r)/γ.
+  extraction), loss = exp(β·A/mean|A|)·‖π(s, c) − a_D‖² with A = S(s, c, a_D) − S(Z_V(s, c))
+  (− S(s, c, π(s, c)) with `target=policy`); or TD3+BC's −λ·S(s, c, π(s, c)) + ‖π − a_D‖²,
+  λ = α / mean|S| (`actor_loss=td3_bc`). On the risky InvertedPendulum data TD3+BC's form fell over in
+  most episodes, as TD3+BC itself did (results/distributional/README.md).
 * Offline stock relabelling: every sampled transition gets a fresh stock c ~ U[c_lo, c_hi] (valid for
   any c because the stock dynamics are known); stocks are clipped to [c_lo, c_hi] = [−G_max, −G_min]
   (policy-preserving for utilities affine on each side of 0, reference T7) and scaled to [−1, 1].
 * Deployment: c_0 = −θ for threshold/target objectives; for CVaR-type objectives c_0 maximises
-  −c + (1/N)Σ_i f(c + θ_i(s_0, c, π(s_0, c))) over a grid of stocks at the episode's first state
-  (≈ −VaR_τ of the learnt return). The stock then follows the rewards the episode receives.
+  −c + (1/N)Σ_i f(c + θ_i) over a grid of stocks, θ = Z_V(s_0, c) (or Z(s_0, c, π(s_0, c)) with
+  `target=policy`), at the episode's first state (≈ −VaR_τ of the learnt return). The stock then
+  follows the rewards the episode receives.
 
 Baselines in the same code path: objective=mean (f = x, no stock input) and objective=naive_cvar
 (per-state CVaR_τ of Z(s, a), no stock: time-inconsistent, reference T2).
