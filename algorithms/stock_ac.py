@@ -90,7 +90,7 @@ def lower_tail_mean(atoms: Tensor, tau: float) -> Tensor:
 
 @register("stock_ac")
 class StockAC(Agent):
-    """Stock-augmented distributional actor-critic (CVaR, P(G≥θ), targets) with a TD3+BC regulariser."""
+    """Stock-augmented distributional actor-critic (CVaR, P(G≥θ), targets); in-sample value law, AWR actor."""
     Config = StockACConfig
 
     def __init__(self, spec, cfg: StockACConfig, seeds, device="cpu"):
