@@ -30,9 +30,7 @@ class BC(Agent):
     def update(self, b):
         b = self.preprocess(b)
         loss = per_seed_mean((self.actor(b.obs) - b.action) ** 2)       # [S]
-        self.optimizers["actor"].zero_grad(set_to_none=True)
-        loss.sum().backward()
-        self.optimizers["actor"].step()
+        self.minimize("actor", loss)
         self.num_updates += 1
         return {"actor_loss": loss.detach()}
 

@@ -67,9 +67,7 @@ class IQL(Agent):
             q_t = self.critic_target(b.obs, b.action).min(1).values                  # [S, B]
         # 1. V ← expectile of min Q_target
         value_loss = per_seed_mean(expectile_loss(q_t - self.value(b.obs), cfg.expectile))
-        self.optimizers["value"].zero_grad(set_to_none=True)
-        value_loss.sum().backward()
-        self.optimizers["value"].step()
+        self.minimize("value", value_loss)
         # 2. actor: advantage-weighted regression with the new V
         with torch.no_grad():
             v, next_v = self.value(torch.cat([b.obs, b.next_obs], 1)).chunk(2, 1)   # new V at s and s'
@@ -79,9 +77,7 @@ class IQL(Agent):
         y = b.reward + cfg.gamma * b.not_done * next_v
         q = self.critic(b.obs, b.action)                                             # [S, 2, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # [S]
-        self.optimizers["actor_critic"].zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).sum().backward()
-        self.optimizers["actor_critic"].step()
+        self.minimize("actor_critic", actor_loss + critic_loss)
         if "actor" in self.schedulers:
             self.schedulers["actor"].step()
         soft_update(self.critic_target, self.critic, cfg.tau)

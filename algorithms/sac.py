@@ -53,23 +53,17 @@ class SAC(Agent):
             y = b.reward + cfg.gamma * b.not_done * q_next                           # [S, B]
         q = self.critic(b.obs, b.action)                                             # [S, 2, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)
-        self.optimizers["critic"].zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.optimizers["critic"].step()
+        self.minimize("critic", critic_loss)
 
         a, logp = self.actor(b.obs)
         q_pi = self.critic(b.obs, a).min(1).values
         actor_loss = per_seed_mean(alpha * logp - q_pi)
-        self.optimizers["actor"].zero_grad(set_to_none=True)
-        actor_loss.sum().backward(inputs=list(self.actor.parameters()))
-        self.optimizers["actor"].step()
+        self.minimize("actor", actor_loss)
         metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                    "q": q.detach().mean((1, 2)), "alpha": alpha[:, 0], "entropy": -logp.detach().mean(1)}
         if cfg.autotune_alpha:
             alpha_loss = -self.log_alpha * (logp.detach().mean(1) + self.target_entropy)   # [S]
-            self.optimizers["alpha"].zero_grad(set_to_none=True)
-            alpha_loss.sum().backward()
-            self.optimizers["alpha"].step()
+            self.minimize("alpha", alpha_loss)
             metrics["alpha_loss"] = alpha_loss.detach()
         soft_update(self.critic_target, self.critic, cfg.tau)
         self.num_updates += 1

@@ -178,9 +178,7 @@ class StockAC(Agent):
                 below = (self.score(c, zq) < self.score(c, zv)).to(zq.dtype)
                 w = (cfg.value_expectile - below).abs()
             value_loss = per_seed_mean(w * quantile_huber_loss(zv, zq, cfg.kappa))
-            self.optimizers["value"].zero_grad(set_to_none=True)
-            value_loss.sum().backward()
-            self.optimizers["value"].step()
+            self.minimize("value", value_loss)
             metrics["value_loss"] = value_loss.detach()
             with torch.no_grad():
                 z2 = self.value(x2)
@@ -193,9 +191,7 @@ class StockAC(Agent):
             y = r.unsqueeze(-1) + cfg.gamma * b.not_done.unsqueeze(-1) * z2
         z = self.critic(x, b.action)                                                # [S, M, B, N]
         critic_loss = quantile_huber_loss(z, y.unsqueeze(1), cfg.kappa).mean(-1).sum(1)   # [S]
-        self.optimizers["critic"].zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.optimizers["critic"].step()
+        self.minimize("critic", critic_loss)
         metrics.update(critic_loss=critic_loss.detach(), z_mean=z.detach().mean((1, 2, 3)) / cfg.reward_scale)
 
         if self.num_updates % cfg.policy_freq == 0:
@@ -218,9 +214,7 @@ class StockAC(Agent):
                     adv = adv / adv.abs().mean(1, keepdim=True).clamp(min=1e-6)
                     w = torch.exp(cfg.awr_beta * adv).clamp(max=cfg.awr_max_weight)
                 actor_loss = per_seed_mean(w * ((pi - b.action) ** 2).sum(-1))
-            self.optimizers["actor"].zero_grad(set_to_none=True)
-            actor_loss.sum().backward(inputs=list(self.actor.parameters()))
-            self.optimizers["actor"].step()
+            self.minimize("actor", actor_loss)
             soft_update(self.critic_target, self.critic, cfg.tau)
             soft_update(self.actor_target, self.actor, cfg.tau)
             metrics["actor_loss"] = actor_loss.detach()
@@ -255,8 +249,8 @@ class StockAC(Agent):
     def observe(self, reward):
         c = self.episode_state.get("stock")
         if c is not None:
-            r = reward * self.reward_scale + self.reward_shift if self.cfg.reward_transform != "none" else reward
-            self.episode_state["stock"] = (c + r * self.cfg.reward_scale) / self.cfg.gamma
+            r = self.transform_reward(reward) * self.cfg.reward_scale
+            self.episode_state["stock"] = (c + r) / self.cfg.gamma
 
     @torch.no_grad()
     def act(self, obs, deterministic=True):

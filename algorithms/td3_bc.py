@@ -47,9 +47,7 @@ class TD3BC(Agent):
             y = b.reward + cfg.gamma * b.not_done * q_next
         q = self.critic(b.obs, b.action)                                             # [S, 2, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # MSE(Q1)+MSE(Q2), [S]
-        self.optimizers["critic"].zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.optimizers["critic"].step()
+        self.minimize("critic", critic_loss)
         metrics = {"critic_loss": critic_loss.detach(), "q": q.detach().mean((1, 2))}
 
         if self.num_updates % cfg.policy_freq == 0:
@@ -57,9 +55,7 @@ class TD3BC(Agent):
             q1 = self.critic(b.obs, pi, ensemble=slice(0, 1))[:, 0]                 # Q1 only, [S, B]
             lmbda = cfg.alpha / q1.abs().mean(1, keepdim=True).detach()              # per seed, [S, 1]
             actor_loss = per_seed_mean(-lmbda * q1) + per_seed_mean((pi - b.action) ** 2)
-            self.optimizers["actor"].zero_grad(set_to_none=True)
-            actor_loss.sum().backward(inputs=list(self.actor.parameters()))
-            self.optimizers["actor"].step()
+            self.minimize("actor", actor_loss)
             soft_update(self.critic_target, self.critic, cfg.tau)
             soft_update(self.actor_target, self.actor, cfg.tau)
             metrics["actor_loss"] = actor_loss.detach()

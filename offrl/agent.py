@@ -94,6 +94,7 @@ class Agent(nn.Module):
         self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
         self.reward_scale, self.reward_shift = reward_transform(cfg.reward_transform, spec.return_range)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._opt_params: dict[str, list[Tensor]] = {}
         self.schedulers: dict[str, Any] = {}
         self.num_updates = 0          # gradient steps taken (a host int: no device sync to read it)
         # Per-episode state of agents whose policy depends on the history (e.g. a stock): tensors
@@ -107,14 +108,28 @@ class Agent(nn.Module):
         also skips torch's per-step regrouping of tensors."""
         opt = CachedAdam(params, lr=lr, **kw)
         self.optimizers[name] = opt
+        self._opt_params[name] = [p for g in opt.param_groups for p in g["params"]]
         return opt
+
+    def minimize(self, name: str, loss: Tensor) -> None:
+        """One step of optimiser `name` on a per-seed loss [S]: the loss is summed over seeds, so each
+        seed's gradient is exactly its own, and gradients are computed only for that optimiser's
+        parameters (an actor loss does not fill the critic's .grad)."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward(inputs=self._opt_params[name])
+        opt.step()
+
+    def transform_reward(self, reward: Tensor) -> Tensor:
+        """The configured reward transform (offline rows, online rows and observed rewards alike)."""
+        return reward * self.reward_scale + self.reward_shift if self.cfg.reward_transform != "none" else reward
 
     def normalize(self, obs: Tensor) -> Tensor:
         return (obs - self.obs_mean) / self.obs_std
 
     def preprocess(self, b: Batch) -> Batch:
         """Normalised observations and transformed rewards, the same for offline and online rows."""
-        reward = b.reward * self.reward_scale + self.reward_shift if self.cfg.reward_transform != "none" else b.reward
+        reward = self.transform_reward(b.reward)
         if not self.cfg.normalize_obs:
             return b._replace(reward=reward)
         return Batch(self.normalize(b.obs), b.action, reward, self.normalize(b.next_obs), b.not_done)

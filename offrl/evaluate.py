@@ -75,13 +75,18 @@ def make_env(env_id: str, time_feature: bool = False) -> gym.Env:
     return env
 
 
-def _time_limit(env: gym.Env) -> Any:
+def _wrapper(env: gym.Env, cls: type) -> Any:
+    """The first wrapper of type `cls` in env's wrapper chain, or None."""
     e = env
     while hasattr(e, "env"):
-        if isinstance(e, gym.wrappers.TimeLimit):
+        if isinstance(e, cls):
             return e
         e = e.env
     return None
+
+
+def _time_limit(env: gym.Env) -> Any:
+    return _wrapper(env, gym.wrappers.TimeLimit)
 
 
 def env_state(env: gym.Env) -> dict[str, Any] | None:
@@ -110,11 +115,9 @@ def restore_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = state["elapsed"]
-    e = env
-    while hasattr(e, "env"):
-        if isinstance(e, TimeFeature):
-            e.t = state["elapsed"]
-        e = e.env
+    feature = _wrapper(env, TimeFeature)
+    if feature is not None:
+        feature.t = state["elapsed"]
     u.np_random.bit_generator.state = state["np_random"]
 
 
@@ -134,14 +137,18 @@ class EnvBatch:
 
 
 def rollout_episodes(envs: EnvBatch, policy: Callable[[np.ndarray], np.ndarray], seeds: list[int],
-                     observe: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     observe: Callable[[np.ndarray], None] | None = None,
+                     begin: Callable[[np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run one episode in each env (reset with `seeds[i]`) with a batched policy.
 
-    policy: obs [n, O] float32 → actions [n, A] in [-1, 1]; observe (optional): called with the
-    step's rewards [n] (0 for finished envs) after every step. Returns (returns [n], lengths [n]).
+    policy: obs [n, O] float32 → actions [n, A] in [-1, 1]; begin (optional): called once with the
+    first observations [n]; observe (optional): called with the step's rewards [n] (0 for finished
+    envs) after every step. Returns (returns [n], lengths [n]).
     """
     n = len(envs)
     obs = np.stack([e.reset(seed=s)[0] for e, s in zip(envs.envs, seeds)]).astype(np.float32)
+    if begin is not None:
+        begin(obs)
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
     active = np.ones(n, bool)
     while active.any():
@@ -171,18 +178,18 @@ def evaluate(agent: Any, envs: EnvBatch, episodes: int, seed: int) -> np.ndarray
         o = torch.as_tensor(obs, device=device).view(S, E, -1)
         return agent.act(o, deterministic=True).reshape(S * E, -1).cpu().numpy()
 
+    def begin(obs: np.ndarray) -> None:
+        agent.begin_episodes(torch.as_tensor(obs, device=device).view(S, E, -1),
+                             torch.ones(S, E, dtype=torch.bool, device=device))
+
     def observe(rewards: np.ndarray) -> None:
         agent.observe(torch.as_tensor(rewards, device=device).view(S, E))
 
     was_training, saved = agent.training, agent.episode_state
     agent.eval()
     agent.episode_state = {}             # evaluation episodes must not disturb online episodes in flight
-    seeds = [seed + i for i in range(S * E)]
     try:
-        first = np.stack([e.reset(seed=s)[0] for e, s in zip(envs.envs, seeds)]).astype(np.float32)
-        agent.begin_episodes(torch.as_tensor(first, device=device).view(S, E, -1),
-                             torch.ones(S, E, dtype=torch.bool, device=device))
-        returns, _ = rollout_episodes(envs, policy, seeds, observe)
+        returns, _ = rollout_episodes(envs, policy, [seed + i for i in range(S * E)], observe, begin)
     finally:
         agent.train(was_training)
         agent.episode_state = saved

@@ -408,8 +408,9 @@ class Trainer:
                         self.online_episodes.append({"step": self._global_step() + 1, "seed": i,
                                                      "return": float(ep_return[i]), "length": int(ep_len[i])})
                         ep_return[i], ep_len[i] = 0.0, 0
-                self.agent.observe(t(rewards)[:, None])
-                self.buffer.add(t(obs), t(actions), t(rewards), t(next_obs), t(terms))
+                rewards_t = t(rewards)
+                self.agent.observe(rewards_t[:, None])
+                self.buffer.add(t(obs), t(actions), rewards_t, t(next_obs), t(terms))
                 # Reset finished envs only after storing the true final observation.
                 finished = np.flatnonzero(ep_len == 0).tolist()
                 for i in finished:

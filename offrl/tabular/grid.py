@@ -79,11 +79,12 @@ class _Projector:
         return z.copy(), out
 
 
-def _solve(mdp: TabularMDP, f: Utility, stocks: np.ndarray, representation: str, n_atoms: int,
-           support: np.ndarray | None, max_iters: int, tol: float, policy_iteration: bool,
+def _solve(mdp: TabularMDP, f: Utility, stocks: Any, representation: str, n_atoms: int,
+           support: Any, max_iters: int, tol: float, policy_iteration: bool,
            allow_invalid_gamma: bool) -> GridSolution:
     f.check_gamma(mdp.gamma, allow_invalid_gamma)
-    stocks = np.asarray(sorted(stocks), np.float64)
+    stocks = np.sort(np.asarray(stocks, np.float64))
+    support = None if support is None else np.asarray(support, np.float64)
     if len(stocks) < 1:
         raise OffrlError("the stock grid is empty; give at least one stock")
     g = float(mdp.gamma)
@@ -171,18 +172,14 @@ def stock_value_iteration(mdp: TabularMDP, utility: Utility, stocks: Any, repres
                           n_atoms: int = 51, support: Any = None, max_iters: int = 1000, tol: float = 1e-8,
                           allow_invalid_gamma: bool = False) -> GridSolution:
     """η_{k+1} = T^{π_{η_k}} η_k until the greedy policy is stable and η moves less than `tol`."""
-    return _solve(mdp, utility, np.asarray(stocks, np.float64), representation, n_atoms,
-                  None if support is None else np.asarray(support, np.float64), max_iters, tol, False,
-                  allow_invalid_gamma)
+    return _solve(mdp, utility, stocks, representation, n_atoms, support, max_iters, tol, False, allow_invalid_gamma)
 
 
 def stock_policy_iteration(mdp: TabularMDP, utility: Utility, stocks: Any, representation: str = "quantile",
                            n_atoms: int = 51, support: Any = None, max_iters: int = 200, tol: float = 1e-8,
                            allow_invalid_gamma: bool = False) -> GridSolution:
     """Evaluate π_k to its fixed point η^{π_k}, then π_{k+1} = greedy(η^{π_k}); stop when π is stable."""
-    return _solve(mdp, utility, np.asarray(stocks, np.float64), representation, n_atoms,
-                  None if support is None else np.asarray(support, np.float64), max_iters, tol, True,
-                  allow_invalid_gamma)
+    return _solve(mdp, utility, stocks, representation, n_atoms, support, max_iters, tol, True, allow_invalid_gamma)
 
 
 def stock_bounds(mdp: TabularMDP) -> tuple[float, float]:
