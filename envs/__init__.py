@@ -110,7 +110,7 @@ _SMALL = {   # InvertedPendulum, InvertedDoublePendulum, Reacher
 _LOCOMOTION = {   # Hopper, HalfCheetah, Walker2d, Ant: D4RL's 1M transitions per level at "full"
     "test": Recipe(600, 200, 2, 1500, 100, (64, 64), 200),
     "quick": Recipe(50_000, 5_000, 5, 50_000),
-    "standard": Recipe(300_000, 10_000, 10, 1_000_000),
+    "standard": Recipe(200_000, 10_000, 10, 1_000_000),
     "full": Recipe(1_000_000, 10_000, 10, 1_000_000),
 }
 RECIPES: dict[str, dict[str, Recipe]] = {

@@ -111,10 +111,12 @@ class Agent(nn.Module):
         self._opt_params[name] = [p for g in opt.param_groups for p in g["params"]]
         return opt
 
+    @torch.compiler.disable
     def minimize(self, name: str, loss: Tensor) -> None:
         """One step of optimiser `name` on a per-seed loss [S]: the loss is summed over seeds, so each
         seed's gradient is exactly its own, and gradients are computed only for that optimiser's
-        parameters (an actor loss does not fill the critic's .grad)."""
+        parameters (an actor loss does not fill the critic's .grad). Under `--compile` this stays eager
+        (offrl.fast): backward runs the compiled graphs' backward and Adam its one fused kernel."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.sum().backward(inputs=self._opt_params[name])

@@ -30,6 +30,8 @@ def _train(args: argparse.Namespace) -> int:
             setattr(run, key, value)
     if args.download:
         run.download = True
+    if args.compile_mode:
+        run.compile_mode = args.compile_mode
     if args.risk_threshold:
         run.risk_thresholds = list(args.risk_threshold)
     run.plugins = list(run.plugins) + [str(Path(p).resolve()) for p in args.plugin]
@@ -110,7 +112,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
     for a in agents:
         get_agent(a)                        # unknown names fail before any timing
     variants, env = run_speed(agents, seeds, args.batch, args.obs_dim, args.act_dim, args.rounds, args.updates,
-                              device=args.device, d3rlpy=not args.no_d3rlpy)
+                              device=args.device, d3rlpy=not args.no_d3rlpy,
+                              modes=["none"] + ([args.compile_mode] if args.compile_mode else []))
     table = speed_table(variants, env)
     print(table)
     if args.out:
@@ -199,6 +202,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--compile", dest="compile_mode", action="store_const", const="compile",
+                   help="torch.compile each update step (offrl.fast; same results to float tolerance)")
+    g.add_argument("--cuda-graphs", dest="compile_mode", action="store_const", const="cuda-graphs",
+                   help="torch.compile with CUDA graphs (CUDA devices only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="offrl", description="Offline and offline-to-online RL for continuous control.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -221,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, help="checkpoint every k steps")
     t.add_argument("--device", help="cpu | cuda")
     t.add_argument("--threads", type=int, help="torch CPU threads")
+    _speed_flags(t)
     t.add_argument("--download", action="store_true", help="download a missing Minari dataset")
     t.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent config override")
@@ -289,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--updates", type=int, default=40, help="updates per variant per round")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    _speed_flags(sp)
     sp.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even when it is installed")
     sp.add_argument("--out", help="also write the table (with its command) to this Markdown file")
     sp.set_defaults(func=_bench_speed)

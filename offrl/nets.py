@@ -237,7 +237,10 @@ _param_lists: "weakref.WeakKeyDictionary[nn.Module, list[Tensor]]" = weakref.Wea
 
 def _params(module: nn.Module) -> list[Tensor]:
     """module.parameters() as a list, cached: the Parameter objects never change (state loads copy
-    into them), and walking the module tree every update costs more than the lerp itself."""
+    into them), and walking the module tree every update costs more than the lerp itself. Under
+    torch.compile the walk is traced once, so the cache (whose weak references dynamo would guard on) is skipped."""
+    if torch.compiler.is_compiling():
+        return list(module.parameters())
     if module not in _param_lists:
         _param_lists[module] = list(module.parameters())
     return _param_lists[module]

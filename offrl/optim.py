@@ -50,6 +50,7 @@ class CachedAdam(torch.optim.Adam):
         self._unshare()
         return super().step(closure)
 
+    @torch.compiler.disable      # always eager: one fused kernel (offrl.fast compiles around it)
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         if closure is not None or (self._lists is None and not self._build()):

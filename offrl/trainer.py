@@ -24,6 +24,7 @@ from offrl.data import Dataset, load_dataset
 from offrl.envs import find_task
 from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
+from offrl.fast import check_mode, update_step
 from offrl.utils import atomic_write, closest, write_json
 
 
@@ -55,6 +56,7 @@ class RunConfig:
     checkpoint_every: int = 10000      # write a checkpoint every k steps (and at each phase end)
     device: str = "cpu"                # cpu | cuda | cuda:N
     threads: int = 0                   # torch CPU threads (0: torch's default)
+    compile_mode: str = "none"         # none | compile | cuda-graphs: how update steps run (offrl.fast)
     download: bool = False             # fetch a missing Minari dataset from its remote
     snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
     plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent
@@ -99,6 +101,7 @@ class Trainer:
             raise OffrlError("nothing to do: both --steps and --online-steps are 0")
         if run.dataset is None and run.steps > 0:
             raise OffrlError("offline steps need a dataset: pass --dataset, or --steps 0 for an online-only run")
+        check_mode(run.compile_mode, run.device)
         self.ckpt_path = self.out / "checkpoint.pt"
         if self.out.exists() and (self.ckpt_path.exists() or (self.out / "final.json").exists()) and not resume:
             raise OffrlError(f"run directory {self.out} already holds a run; pass --resume to continue it, "
@@ -157,6 +160,7 @@ class Trainer:
         capacity = run.online_capacity or run.online_steps
         self.buffer = Buffer(self.dataset, run.seeds, self.device, capacity, obs_dim, act_dim,
                              self.cfg.mixing(), seed=run.seed + 1)
+        self._update = update_step(self.agent, self.buffer, self.cfg.batch_size, run.compile_mode)
         self.eval_envs = EnvBatch(env_id, run.seeds * run.eval_episodes, self.time_feature) if run.eval_episodes > 0 else None
         self.np_rng = np.random.default_rng(run.seed + 2)
         # Counters and history (restored by resume).
@@ -337,7 +341,7 @@ class Trainer:
     def _offline_phase(self) -> None:
         run, metrics = self.run, None
         while self.offline_step < run.steps:
-            metrics = self.agent.update(self.buffer.sample(self.cfg.batch_size))
+            metrics = self._update()
             self.offline_step += 1
             self._track_finite(metrics)
             self._bar.update(1)
@@ -424,7 +428,7 @@ class Trainer:
                 metrics = None
                 if self.online_step > random_steps or run.steps > 0:
                     for _ in range(cfg.utd):
-                        metrics = self.agent.update(self.buffer.sample(cfg.batch_size))
+                        metrics = self._update()
                     self._track_finite(metrics)
                 s = self.online_step
                 if metrics is not None and (s % run.log_every == 0 or s == run.online_steps):

@@ -22,6 +22,7 @@ import torch
 from offrl.agent import Spec, get_agent, resolve_config
 from offrl.buffer import Buffer
 from offrl.data import Dataset
+from offrl.fast import check_mode, update_step
 
 # d3rlpy config classes of the agents both libraries have (their defaults match the papers too).
 D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig"}
@@ -34,6 +35,8 @@ class Variant:
     seeds: int
     step: Callable[[], object]
     rates: list[float]
+    mode: str = "none"                  # offrl.fast mode: none (eager) | compile | cuda-graphs
+    warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
     flops: float | None = None          # FLOPs of one update (counted by torch's FlopCounterMode; offrl only)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
 
@@ -123,29 +126,42 @@ def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str) -> Varia
 
 def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: int = 17, act_dim: int = 6,
               rounds: int = 15, updates: int = 40, warmup: int = 20, device: str = "cpu",
-              d3rlpy: bool = True, transitions: int = 100_000) -> tuple[list[Variant], dict]:
-    """Time every variant; returns the variants with their per-round rates and the environment."""
+              d3rlpy: bool = True, transitions: int = 100_000,
+              modes: list[str] = ["none"]) -> tuple[list[Variant], dict]:
+    """Time every variant; returns the variants with their per-round rates and the environment.
+    `modes`: offrl.fast modes to time for every offrl agent and seed count (eager is "none")."""
+    modes = ["none"] + [m for m in modes if m != "none"]     # the eager twin is always timed
+    for mode in modes:
+        check_mode(mode, device)
     data = synthetic_dataset(transitions, obs_dim, act_dim)
     spec = Spec.from_dataset(data, "locomotion")
     variants: list[Variant] = []
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for name in agents:
         cls = get_agent(name)
         for S in seeds:
-            torch.manual_seed(0)
-            agent = cls(spec, resolve_config(cls, "locomotion", False, {"batch_size": batch}), S, device)
-            buf = Buffer(data, S, device)
-            variants.append(Variant(f"offrl {name} ×{S}", name, S,
-                                    lambda agent=agent, buf=buf: agent.update(buf.sample(batch)), []))
+            for mode in modes:
+                torch.manual_seed(0)
+                agent = cls(spec, resolve_config(cls, "locomotion", False, {"batch_size": batch}), S, device)
+                suffix = "" if mode == "none" else f" {mode}"
+                variants.append(Variant(f"offrl {name} ×{S}{suffix}", name, S,
+                                        update_step(agent, Buffer(data, S, device), batch, mode), [], mode))
         if d3rlpy and name in D3RLPY_PEERS:
             peer = _d3rlpy_variant(name, data, batch, device)
             if peer is not None:
                 variants.append(peer)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for v in variants:
+        sync()
+        t = time.perf_counter()
         for _ in range(warmup):
             v.step()
+        sync()
+        v.warmup_s = time.perf_counter() - t
         if v.name.startswith("offrl"):
-            v.flops = count_flops(v.step)
+            eager = next(w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none")
+            # A compiled step does the same math; its FLOPs are counted on the eager twin (the counter
+            # cannot see inside compiled graphs).
+            v.flops = count_flops(v.step) if v.mode == "none" else eager.flops
             v.peak_bytes = peak_memory(v.step, device)
     for _ in range(rounds):
         for v in variants:
@@ -158,7 +174,8 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
     env = {"device": device if device == "cpu" else torch.cuda.get_device_name(), "torch": torch.__version__,
            "matmul_flops": matmul_rate(device),
            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-           "batch": batch, "obs_dim": obs_dim, "act_dim": act_dim, "rounds": rounds, "updates": updates}
+           "batch": batch, "obs_dim": obs_dim, "act_dim": act_dim, "rounds": rounds, "updates": updates,
+           "warmup": warmup}
     return variants, env
 
 
@@ -167,26 +184,34 @@ def _paired(a: Variant, b: Variant) -> float:
 
 
 def speed_table(variants: list[Variant], env: dict) -> str:
-    """Markdown: median updates/s, seed-updates/s, and paired ratios to 1 seed and to d3rlpy."""
+    """Markdown: median updates/s, seed-updates/s, and paired ratios to 1 seed, to eager and to d3rlpy."""
     lines = [f"device {env['device']}, torch {env['torch']}, {env['threads']} threads, batch {env['batch']}, "
              f"obs {env['obs_dim']} / act {env['act_dim']}, 256×256 nets; median of {env['rounds']} round-robin "
-             f"rounds of {env['updates']} updates; ratios are medians of per-round ratios. GFLOP/update: counted "
+             f"rounds of {env['updates']} updates; ratios are medians of per-round ratios. Warm-up s: wall time of "
+             f"the first {env['warmup']} updates (compiling included for compiled variants). GFLOP/update: counted "
              f"matmul FLOPs of one update; % of matmul rate: achieved FLOP/s over the device's measured float32 "
              f"2048² GEMM rate ({env['matmul_flops'] / 1e9:.0f} GFLOP/s); peak MB: tensor memory one update "
              "allocates above what is live.", "",
-             "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs d3rlpy (per seed) "
-             "| GFLOP/update | % of matmul rate | peak MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs eager | × vs d3rlpy (per seed) "
+             "| warm-up s | GFLOP/update | % of matmul rate | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
-        one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.name.startswith("offrl")), None)
+        ours = v.name.startswith("offrl")
+        one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.mode == v.mode
+                    and w.name.startswith("offrl")), None)
+        eager = next((w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
+                      and w.name.startswith("offrl")), None)
         peer = next((w for w in variants if w.agent == v.agent and w.name.startswith("d3rlpy")), None)
         u = float(np.median(v.rates))
-        scale = f"{v.seeds * _paired(v, one):.2f}" if one is not None and v.name.startswith("offrl") and v is not one else ""
-        vs = f"{v.seeds * _paired(v, peer):.2f}" if peer is not None and v.name.startswith("offrl") else ""
+        scale = f"{v.seeds * _paired(v, one):.2f}" if one is not None and ours and v is not one else ""
+        vs_eager = f"{_paired(v, eager):.2f}" if eager is not None and ours and v is not eager else ""
+        vs = f"{v.seeds * _paired(v, peer):.2f}" if peer is not None and ours else ""
         if vs and v.seeds > 1:
             vs = f"{vs} (aggregate)"
+        warm = f"{v.warmup_s:.1f}" if v.warmup_s is not None else ""
         flops = f"{v.flops / 1e9:.3f}" if v.flops is not None else ""
         frac = f"{100 * v.flops * u / env['matmul_flops']:.1f}" if v.flops is not None else ""
         mem = f"{v.peak_bytes / 2**20:.1f}" if v.peak_bytes is not None else ""
-        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs} | {flops} | {frac} | {mem} |")
+        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs_eager} | {vs} | {warm} | {flops} "
+                     f"| {frac} | {mem} |")
     return "\n".join(lines)

@@ -54,7 +54,11 @@ def recipe_for(env_id: str, budget: str) -> tuple[str, Recipe]:
 
 # --- policies: actor weights + what is needed to rebuild them ---
 def _actor_from_nets(nets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k[len("actor."):]: v.clone() for k, v in nets.items() if k.startswith("actor.")}
+    """Actor weights stored as float16: half the bytes to commit (a 256×256 locomotion actor is 145 KB
+    instead of 290 KB), and harmless, because every rollout and reference score — of the original run
+    too — uses the weights as stored (`load_policy` widens them to float32), so data and policies agree."""
+    return {k[len("actor."):]: v.to(torch.float16) if v.is_floating_point() else v.clone()
+            for k, v in nets.items() if k.startswith("actor.")}
 
 
 def load_policy(path: Path) -> tuple[TanhGaussianActor, dict[str, Any]]:
