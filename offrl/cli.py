@@ -137,6 +137,28 @@ def _datasets_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_report(args: argparse.Namespace) -> int:
+    from offrl.data.generate import SHIPPED_POLICIES, zoo_report
+    from offrl.data.minari_io import datasets_root
+    from offrl.utils import atomic_write
+
+    dirs = [Path(p) for p in args.policies] or sorted(p for p in SHIPPED_POLICIES.glob("*") if (p / "index.json").exists())
+    for d in dirs:
+        if not (d / "index.json").exists():
+            raise OffrlError(f"--policies {d}: no index.json; give a policies/ folder written by `offrl datasets make`")
+    if not dirs:
+        raise OffrlError("no policies to report on: pass --policies DIR (a `datasets make` policies/ folder)")
+    root = Path(args.root) if args.root else datasets_root()
+    command = "offrl " + " ".join(sys.argv[1:])
+    text = (f"# The offrl dataset zoo\n\nRegenerate: `{command}` (after `offrl datasets make ENV --budget standard "
+            f"--from-policies shipped` for each env).\n\n" + zoo_report(dirs, root))
+    print(text)
+    if args.out:
+        atomic_write(args.out, lambda f: f.write(text))
+        print(f"written to {args.out}")
+    return 0
+
+
 def _datasets_convert(args: argparse.Namespace) -> int:
     from offrl.data import load_d4rl, write_minari
     from offrl.evaluate import make_env
@@ -260,10 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", help="work folder for the behaviour run and policies")
     dm.add_argument("--root", help="Minari datasets root to write to (default $MINARI_DATASETS_PATH)")
     dm.add_argument("--seed", type=int, default=0)
-    dm.add_argument("--from-policies", help="skip training: roll out the policies in this folder")
+    dm.add_argument("--from-policies", help="skip training: roll out the policies in this folder "
+                    "('shipped': the ones committed with the package for this env and budget)")
     dm.add_argument("--force", action="store_true", help="rebuild levels that already exist")
     dm.add_argument("--no-progress", action="store_true")
     dm.set_defaults(func=_datasets_make)
+    dr = dsub.add_parser("report", help="the zoo's summary table (results/datasets.md) with the ladder check")
+    dr.add_argument("--policies", action="append", default=[], help="policies/ folder (default: the shipped ones)")
+    dr.add_argument("--root", help="Minari datasets root holding the levels (default $MINARI_DATASETS_PATH)")
+    dr.add_argument("--out", help="write the Markdown here")
+    dr.set_defaults(func=_datasets_report)
     dc = dsub.add_parser("convert", help="a D4RL .hdf5 file → a Minari dataset with D4RL's reference scores")
     dc.add_argument("file")
     dc.add_argument("--id", help="Minari id to write (default d4rl/<task>/<name>-vN from the file name)")

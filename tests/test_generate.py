@@ -13,9 +13,11 @@ import h5py
 import minari
 import numpy as np
 import pytest
+import torch
 
 from offrl.data import load_dataset
-from offrl.data.generate import LEVELS, make_datasets
+from offrl.data.embedded.make_locomotion import episode_subset
+from offrl.data.generate import LEVELS, make_datasets, zoo_report
 
 
 def _make_cmd(root, out, *extra):
@@ -124,3 +126,37 @@ def test_make_rejects_bad_requests(tmp_path):
         make_datasets("Hopper-v5", budget="quik", out=tmp_path, root=tmp_path)
     with pytest.raises(OffrlError, match="did you mean 'medium'"):
         make_datasets("Hopper-v5", ["meduim"], budget="test", out=tmp_path, root=tmp_path)
+
+
+def test_policies_index_and_zoo_report(made):
+    root, out, _ = made
+    index = json.loads((out / "policies" / "index.json").read_text())
+    assert index["env_id"] == "InvertedPendulum-v5" and index["train_steps"] == 600
+    assert index["train_wall_seconds"] > 0
+    stored = torch.load(out / "policies" / f"{index['expert']}.pt", weights_only=True)["actor"]
+    assert all(v.dtype == torch.float16 for v in stored.values())        # half the bytes to commit
+    text = zoo_report([out / "policies"], root)
+    assert "## InvertedPendulum-v5" in text and "600 env steps" in text
+    for level in LEVELS:
+        assert f"| {level} | {3000 if level == 'medium-expert' else 1500:,} |" in text
+    assert "Ladder" in text and ("**holds**" in text or "**fails**" in text)
+
+
+def test_embedded_subset_takes_whole_episodes_to_exactly_n(made):
+    root, _, _ = made
+    eps = load_dataset(str(root / "offrl/invertedpendulum/medium-replay-v0")).to_episodes()
+    sub = episode_subset(eps, 1000, seed=0)
+    assert sum(len(e.actions) for e in sub) == 1000
+    assert [len(e.actions) for e in sub] == [len(e.actions) for e in episode_subset(eps, 1000, seed=0)]
+    whole = {e.observations.tobytes() for e in eps}
+    assert all(e.observations.tobytes() in whole for e in sub[:-1])       # all but the last are untouched
+    last = sub[-1]
+    assert last.terminations[-1] or last.truncations[-1]
+    with pytest.raises(ValueError, match="fewer than"):
+        episode_subset(eps, 10**6)
+
+
+def test_shipped_policies_name_what_exists(tmp_path):
+    from offrl import OffrlError
+    with pytest.raises(OffrlError, match="no policies for reacher at budget 'standard'"):
+        make_datasets("Reacher-v5", budget="standard", out=tmp_path, root=tmp_path, from_policies="shipped")

@@ -87,7 +87,12 @@ def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[dict[st
             "log_std_min": agent_cfg["log_std_min"], "log_std_max": agent_cfg["log_std_max"],
             "env_id": run_cfg["env"]}
     snapshots = [(0, None, "snapshots/step_000000000.pt")] + evaluated
-    index: dict[str, Any] = {"expert": f"step_{expert_step:09d}", "medium": f"step_{medium[0]:09d}",
+    # Training wall time from the snapshot files' times (first = step 0, last = the final evaluation):
+    # it survives resumes, and includes any pause between a kill and the resume.
+    times = [(behaviour_dir / rel).stat().st_mtime for _, _, rel in snapshots]
+    index: dict[str, Any] = {"env_id": run_cfg["env"], "train_steps": expert_step,
+                             "train_wall_seconds": round(times[-1] - times[0], 1),
+                             "expert": f"step_{expert_step:09d}", "medium": f"step_{medium[0]:09d}",
                              "random-init": "step_000000000", "medium_rule":
                              f"first snapshot with mean eval return ≥ {MEDIUM_FRACTION:.4f} × expert final return "
                              f"({expert_return:.2f})", "snapshots": []}
@@ -99,6 +104,19 @@ def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[dict[st
         index["snapshots"].append({"name": name, "step": step, "eval_return": ret})
     write_json(policies_dir / "index.json", index)
     return index
+
+
+SHIPPED_POLICIES = Path(__file__).parent / "policies"
+
+
+def shipped_policies(task_name: str, budget: str, seed: int) -> Path:
+    """The behaviour policies committed with the package for (task, budget, seed)."""
+    folder = SHIPPED_POLICIES / f"{task_name}-{budget}-seed{seed}"
+    if not (folder / "index.json").exists():
+        have = sorted(p.name for p in SHIPPED_POLICIES.glob("*") if (p / "index.json").exists())
+        raise OffrlError(f"--from-policies shipped: no policies for {task_name} at budget {budget!r}, seed {seed}; "
+                         f"the package ships {', '.join(have) or 'none'}")
+    return folder
 
 
 # --- rollouts ---
@@ -198,7 +216,7 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
         f"offrl datasets make {env_id} --budget {budget} --seed {seed}"
 
     if from_policies is not None:
-        policies_dir = Path(from_policies)
+        policies_dir = shipped_policies(task_name, budget, seed) if str(from_policies) == "shipped" else Path(from_policies)
         if not (policies_dir / "index.json").exists():
             raise OffrlError(f"--from-policies {policies_dir}: no index.json; give a folder written by "
                              "`offrl datasets make` (its policies/ sub-folder)")
@@ -262,3 +280,53 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
         log(f"      {ids[lv]}: {len(ds)} transitions, {ds.num_episodes} episodes, mean return "
             f"{returns.mean():.1f} (normalised {100 * (returns.mean() - ref_min) / (ref_max - ref_min):.1f})")
     return {lv: root / ids[lv] for lv in levels}
+
+
+# --- the zoo's summary: results/datasets.md ---
+LADDER = ("random", "medium-replay", "medium", "medium-expert", "expert")
+
+
+def zoo_report(policies_dirs: list[Path], root: Path) -> str:
+    """Markdown: per task, the behaviour training (steps, wall time), reference scores, and per level the
+    transitions, episodes and normalised mean return of the data, with the ladder check
+    random < medium-replay < medium < medium-expert < expert, 25 ≤ medium ≤ 50, expert ≥ 90."""
+    from offrl.data import load_dataset
+
+    out = []
+    for pdir in policies_dirs:
+        index = json.loads((pdir / "index.json").read_text())
+        # index.json written before env_id/train_steps were recorded: read them from the policies
+        index.setdefault("env_id", torch.load(pdir / f"{index['expert']}.pt", weights_only=True)["info"]["env_id"])
+        index.setdefault("train_steps", int(index["expert"].split("_")[1]))
+        task_name = find_task(index["env_id"]).name
+        rows, norm = [], {}
+        ref = None
+        for level in LEVELS:
+            folder = Path(root) / f"offrl/{task_name}/{level}-v0"
+            if not (folder / "data" / "metadata.json").exists():
+                rows.append(f"| {level} | missing | | | |")
+                continue
+            ds = load_dataset(str(folder))
+            ref = (ds.ref_min_score, ds.ref_max_score)
+            returns = ds.episode_returns()
+            norm[level] = float(ds.normalized_score(returns.mean()))
+            rows.append(f"| {level} | {len(ds):,} | {ds.num_episodes:,} | {returns.mean():.1f} | {norm[level]:.1f} |")
+        ladder = [lv for lv in LADDER if lv in norm]
+        problems = [f"{a} ({norm[a]:.1f}) ≥ {b} ({norm[b]:.1f})" for a, b in zip(ladder, ladder[1:]) if norm[a] >= norm[b]]
+        if "medium" in norm and not 25 <= norm["medium"] <= 50:
+            problems.append(f"medium {norm['medium']:.1f} is outside [25, 50]")
+        if "expert" in norm and norm["expert"] < 90:
+            problems.append(f"expert {norm['expert']:.1f} < 90")
+        if len(ladder) < len(LADDER):
+            problems.append("levels missing")
+        wall = index.get("train_wall_seconds")
+        out += [f"## {index['env_id']}", "",
+                f"Behaviour policy: SAC, {index['train_steps']:,} env steps"
+                + (f", {wall / 3600:.2f} h wall" if wall is not None else "") + f"; medium rule: {index['medium_rule']}; "
+                f"medium = {index['medium']}, expert = {index['expert']}. Policies: `{pdir.name}` "
+                f"({len(index['snapshots'])} snapshots).",
+                "", f"ref_min_score {ref[0]:.2f}, ref_max_score {ref[1]:.2f}." if ref else "", "",
+                "| level | transitions | episodes | mean return | normalised |", "|---|---|---|---|---|", *rows, "",
+                "Ladder (random < medium-replay < medium < medium-expert < expert, medium in [25, 50], expert ≥ 90): "
+                + ("**holds**." if not problems else "**fails**: " + "; ".join(problems) + "."), ""]
+    return "\n".join(out)
