@@ -131,3 +131,24 @@ def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_pa
     subprocess.run([sys.executable, "-m", "offrl.cli", "report", "runs/tiny", "--out", "results/tiny"], cwd=ray_dir,
                    check=True, capture_output=True)
     assert (ray_dir / "results" / "tiny" / "scores.csv").read_text() == _outputs(local)[1]
+
+
+def test_every_shipped_suite_loads_once_its_datasets_exist(minari_root):
+    """The shipped suites name only real zoo ids and valid settings; a missing zoo id tells the command."""
+    import yaml
+    from offrl.bench.suite import find_suite
+    from offrl.data import dataset_exists
+    from offrl.data.minari_io import write_minari
+    from offrl.data.scripted import pendulum_episodes
+
+    suites = sorted(p.stem for p in find_suite("quick").parent.glob("*.yaml"))
+    assert {"quick", "locomotion", "locomotion-o2o", "risky"} <= set(suites)
+    with pytest.raises(SuiteError, match=r"offrl datasets make Hopper-v5 --budget standard --from-policies shipped"):
+        load_suite("locomotion")
+    stand_in = pendulum_episodes(2, max_steps=50)
+    for name in suites:
+        for ds in yaml.safe_load(find_suite(name).read_text())["datasets"]:
+            if not dataset_exists(ds):
+                write_minari(ds, stand_in, "InvertedPendulum-v5", ref_min_score=0.0, ref_max_score=1.0, root=minari_root)
+        suite = load_suite(name)
+        assert len(suite.tasks) == len(suite.labels) * len(suite.datasets)

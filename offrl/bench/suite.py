@@ -79,6 +79,18 @@ def find_suite(name_or_path: str) -> Path:
                      f"{', '.join(names)}")
 
 
+def _make_hint(ds: str) -> str:
+    """How to build a missing zoo dataset: the exact `datasets make` command when the id is one."""
+    from offrl.data.generate import LEVELS
+    from offrl.envs import RECIPES, TASKS
+
+    parts = ds.split("/")
+    if len(parts) == 3 and parts[0] == "offrl" and parts[1] in RECIPES and parts[2].removesuffix("-v0") in LEVELS:
+        env_id = TASKS[parts[1]].env_id
+        return f"make it with `offrl datasets make {env_id} --budget standard --from-policies shipped`"
+    return "`offrl datasets make` builds the offrl zoo"
+
+
 def load_suite(name_or_path: str) -> Suite:
     path = find_suite(name_or_path)
     text = path.read_text()
@@ -145,7 +157,7 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"{where(node)}: duplicate dataset {ds!r}")
         if not dataset_exists(ds):
             raise SuiteError(f"{where(node)}: unknown dataset {ds!r}: not a local or embedded Minari id, folder or "
-                             "D4RL file (`offrl datasets list`; `offrl datasets make` builds the offrl zoo)")
+                             f"D4RL file (`offrl datasets list`; {_make_hint(ds)})")
         datasets.append(ds)
     labels = [v[1] for v in variants]
     compare = []
