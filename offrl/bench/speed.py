@@ -28,6 +28,10 @@ from offrl.fast import check_mode, update_step
 D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig"}
 
 
+TABLE_RUNS = 9 * 5            # 9 locomotion datasets × 5 seeds
+TABLE_UPDATES = 1_000_000
+
+
 @dataclass
 class Variant:
     name: str
@@ -214,4 +218,11 @@ def speed_table(variants: list[Variant], env: dict) -> str:
         mem = f"{v.peak_bytes / 2**20:.1f}" if v.peak_bytes is not None else ""
         lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs_eager} | {vs} | {warm} | {flops} "
                      f"| {frac} | {mem} |")
+    lines += ["", f"Device-hours for a full locomotion table ({TABLE_RUNS} dataset × seed runs of {TABLE_UPDATES:,} "
+              "updates) at the fastest measured seed-updates/s per agent (updates only; evaluation excluded):", ""]
+    for agent in dict.fromkeys(v.agent for v in variants if v.name.startswith("offrl")):
+        best = max((v for v in variants if v.agent == agent and v.name.startswith("offrl")),
+                   key=lambda v: float(np.median(v.rates)) * v.seeds)
+        rate = float(np.median(best.rates)) * best.seeds
+        lines.append(f"- {agent}: {TABLE_RUNS * TABLE_UPDATES / rate / 3600:.1f} h ({best.name}, {rate:.0f} seed-updates/s)")
     return "\n".join(lines)
