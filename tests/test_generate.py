@@ -160,3 +160,18 @@ def test_shipped_policies_name_what_exists(tmp_path):
     from offrl import OffrlError
     with pytest.raises(OffrlError, match="no policies for reacher at budget 'standard'"):
         make_datasets("Reacher-v5", budget="standard", out=tmp_path, root=tmp_path, from_policies="shipped")
+
+
+def test_compacted_minari_file_loads_the_same(made, tmp_path, monkeypatch):
+    import shutil
+    from offrl.data.embedded.make_locomotion import compact_hdf5
+    root, _, _ = made
+    copy = tmp_path / "offrl/invertedpendulum/medium-replay-v0"
+    shutil.copytree(root / "offrl/invertedpendulum/medium-replay-v0", copy)
+    compact_hdf5(copy / "data" / "main_data.hdf5")
+    with h5py.File(copy / "data" / "main_data.hdf5") as f:
+        assert f["episode_0/observations"].chunks is None
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    plain = minari.load_dataset("offrl/invertedpendulum/medium-replay-v0")
+    assert plain.total_steps == 1500
+    assert load_dataset(str(copy)).content_hash() == load_dataset(str(root / "offrl/invertedpendulum/medium-replay-v0")).content_hash()
