@@ -175,3 +175,15 @@ def test_compacted_minari_file_loads_the_same(made, tmp_path, monkeypatch):
     plain = minari.load_dataset("offrl/invertedpendulum/medium-replay-v0")
     assert plain.total_steps == 1500
     assert load_dataset(str(copy)).content_hash() == load_dataset(str(root / "offrl/invertedpendulum/medium-replay-v0")).content_hash()
+
+
+@pytest.mark.parametrize("ds_id,env_id,episodes", [("offrl/hopper/medium-replay-small-v0", "Hopper-v5", 612),
+                                                   ("offrl/halfcheetah/medium-small-v0", "HalfCheetah-v5", 50)])
+def test_embedded_locomotion_subsets_resolve_by_id(ds_id, env_id, episodes, minari_root):
+    """Shipped with the package: found by id with an empty MINARI_DATASETS_PATH, intact, with references."""
+    from offrl.data import EMBEDDED_ROOT
+    ds = load_dataset(ds_id)
+    meta = json.loads((EMBEDDED_ROOT / ds_id / "data" / "metadata.json").read_text())
+    assert (len(ds), ds.num_episodes, ds.env_id) == (50_000, episodes, env_id)
+    assert ds.content_hash() == meta["offrl_content_hash"]
+    assert ds.ref_min_score < ds.ref_max_score and meta["offrl_source"].startswith(ds_id.split("-small")[0])
