@@ -156,6 +156,11 @@ class StockAC(Agent):
             return z.mean(-1)
         return self.obj.utility(c.clamp(self.c_lo, self.c_hi).unsqueeze(-1) + z).mean(-1)
 
+    @staticmethod
+    def pessimistic(z: Tensor) -> Tensor:
+        """Per quantile level, the minimum over members of their sorted quantiles: [S, M, B, N] → [S, B, N]."""
+        return z.sort(-1).values.min(1).values
+
     # --- learning ---
     def update(self, b):
         cfg, b = self.cfg, self.preprocess(b)
@@ -172,7 +177,7 @@ class StockAC(Agent):
             # IQL's expectile asymmetry applied to the objective's score, so Z_V leans towards the
             # in-sample actions the objective prefers; no out-of-distribution action is ever queried.
             with torch.no_grad():
-                zq = self.critic_target(x, b.action).sort(-1).values.min(1).values   # [S, B, N]
+                zq = self.pessimistic(self.critic_target(x, b.action))             # [S, B, N]
             zv = self.value(x)
             with torch.no_grad():
                 below = (self.score(c, zq) < self.score(c, zv)).to(zq.dtype)
@@ -186,7 +191,7 @@ class StockAC(Agent):
             with torch.no_grad():
                 noise = (torch.randn_like(b.action) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
                 a2 = (self.actor_target(x2) + noise).clamp(-1.0, 1.0)
-                z2 = self.critic_target(x2, a2).sort(-1).values.min(1).values         # [S, B, N]
+                z2 = self.pessimistic(self.critic_target(x2, a2))                   # [S, B, N]
         with torch.no_grad():
             y = r.unsqueeze(-1) + cfg.gamma * b.not_done.unsqueeze(-1) * z2
         z = self.critic(x, b.action)                                                # [S, M, B, N]
@@ -205,7 +210,7 @@ class StockAC(Agent):
                 # the policy's action at the same (s, c); weights exp(β·A/mean|A|), clipped.
                 with torch.no_grad():
                     if cfg.target == "in_sample":             # baseline: the score of Z_V(s, c)
-                        s_data = self.score(c, self.critic(x, b.action).sort(-1).values.min(1).values)
+                        s_data = self.score(c, self.pessimistic(self.critic(x, b.action)))
                         s_pi = self.score(c, self.value(x))
                     else:                                     # baseline: the score of the policy's action
                         both = self.critic(torch.cat([x, x], 1), torch.cat([b.action, pi], 1), ensemble=slice(0, 1))[:, 0]

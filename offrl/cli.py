@@ -138,11 +138,11 @@ def _datasets_make(args: argparse.Namespace) -> int:
 
 
 def _datasets_report(args: argparse.Namespace) -> int:
-    from offrl.data.generate import SHIPPED_POLICIES, zoo_report
+    from offrl.data.generate import shipped_policy_dirs, zoo_report
     from offrl.data.minari_io import datasets_root
     from offrl.utils import atomic_write
 
-    dirs = [Path(p) for p in args.policies] or sorted(p for p in SHIPPED_POLICIES.glob("*") if (p / "index.json").exists())
+    dirs = [Path(p) for p in args.policies] or shipped_policy_dirs()
     for d in dirs:
         if not (d / "index.json").exists():
             raise OffrlError(f"--policies {d}: no index.json; give a policies/ folder written by `offrl datasets make`")

@@ -33,6 +33,14 @@ class Episode:
     terminations: np.ndarray
     truncations: np.ndarray
 
+    def cut(self, T: int) -> "Episode":
+        """The first T steps; a cut that ends on a non-terminal step is marked truncated there."""
+        if T >= len(self.actions):
+            return self
+        trunc = np.zeros(T, bool)
+        trunc[-1] = not self.terminations[T - 1]
+        return Episode(self.observations[:T + 1], self.actions[:T], self.rewards[:T], self.terminations[:T], trunc)
+
 
 def _validate_episode(ep: Episode, where: str, index: int) -> None:
     name = f"{where}: episode {index}"

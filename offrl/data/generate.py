@@ -109,11 +109,16 @@ def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[dict[st
 SHIPPED_POLICIES = Path(__file__).parent / "policies"
 
 
+def shipped_policy_dirs() -> list[Path]:
+    """Every policies folder committed with the package (<task>-<budget>-seed<k>)."""
+    return sorted(p for p in SHIPPED_POLICIES.glob("*") if (p / "index.json").exists())
+
+
 def shipped_policies(task_name: str, budget: str, seed: int) -> Path:
     """The behaviour policies committed with the package for (task, budget, seed)."""
     folder = SHIPPED_POLICIES / f"{task_name}-{budget}-seed{seed}"
     if not (folder / "index.json").exists():
-        have = sorted(p.name for p in SHIPPED_POLICIES.glob("*") if (p / "index.json").exists())
+        have = [p.name for p in shipped_policy_dirs()]
         raise OffrlError(f"--from-policies shipped: no policies for {task_name} at budget {budget!r}, seed {seed}; "
                          f"the package ships {', '.join(have) or 'none'}")
     return folder
@@ -155,11 +160,7 @@ def rollout(env_id: str, policy: Callable[[np.ndarray], np.ndarray], transitions
         envs.close()
     excess = total - transitions
     if excess > 0:                                   # cut the last episode to land on exactly `transitions`
-        ep = episodes[-1]
-        T = len(ep.actions) - excess
-        trunc = np.zeros(T, bool)
-        trunc[-1] = not ep.terminations[T - 1]
-        episodes[-1] = Episode(ep.observations[:T + 1], ep.actions[:T], ep.rewards[:T], ep.terminations[:T], trunc)
+        episodes[-1] = episodes[-1].cut(len(episodes[-1].actions) - excess)
     return episodes
 
 

@@ -33,14 +33,9 @@ def episode_subset(episodes: list[Episode], transitions: int, seed: int = 0) -> 
     order = np.random.default_rng(seed).permutation(len(episodes))
     picked, total = [], 0
     for i in order:
-        ep = episodes[i]
-        T = min(len(ep.actions), transitions - total)
-        if T < len(ep.actions):
-            trunc = np.zeros(T, bool)
-            trunc[-1] = not ep.terminations[T - 1]
-            ep = Episode(ep.observations[:T + 1], ep.actions[:T], ep.rewards[:T], ep.terminations[:T], trunc)
+        ep = episodes[i].cut(transitions - total)
         picked.append(ep)
-        total += T
+        total += len(ep.actions)
         if total == transitions:
             return picked
     raise ValueError(f"the source has only {total} transitions, fewer than {transitions}")
