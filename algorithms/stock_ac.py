@@ -14,6 +14,11 @@ continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton)
   objective's score (weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|), so no out-of-distribution action
   is queried. `target=policy`: y = r + γ·Z⁻(s', c', a'), a' = π⁻(s', c') + clipped noise — target
   actions chosen by the same stock-aware policy at c' = (c + r)/γ.
+* `n_step` = n > 1: offline rows span m = min(n, steps left in the episode) env steps (Buffer), with
+  r = Σ_{k<m} γ^k r_{t+k}, c' = (c + r)/γ^m and y = r + γ^m·Z(s_{t+m}, c', ·). With γ = 1 and 200-step
+  episodes one-step targets behind a Polyak τ = 0.005 target network had not carried values back to
+  the first state within 10k updates; n-step targets cut the bootstrap chain n-fold, at the price of
+  following the data's actions for m − 1 steps (uncorrected n-step; online rows stay one-step).
 * Deterministic actor π(s, c) improving the objective's score S(s, c, a) = (1/N)Σ_i f(c + θ_i(s, c, a))
   under an offline regulariser: by default advantage-weighted regression (AWR/AWAC, IQL's actor
   extraction), loss = exp(β·A/mean|A|)·‖π(s, c) − a_D‖² with A = S(s, c, a_D) − S(Z_V(s, c))
@@ -51,6 +56,7 @@ OBJECTIVES = ("mean", "cvar", "mean_cvar", "naive_cvar", "prob", "target")
 class StockACConfig(AgentConfig):
     gamma: float = 1.0                 # 1: undiscounted episodic objective (with time_feature)
     time_feature: bool = True          # t/T in the observation; the time limit is a terminal state
+    n_step: int = 1                    # offline targets over n env steps (stock and discount follow); γ = 1 over long episodes needs n > 1
     normalize_obs: bool = True         # standardise observations with the dataset's mean/std (+1e-3)
     objective: str = "cvar"            # mean | cvar | mean_cvar | naive_cvar | prob | target
     risk_level: float = 0.1            # τ of CVaR_τ (cvar, mean_cvar, naive_cvar)
@@ -105,6 +111,12 @@ class StockAC(Agent):
             raise OffrlError(f"unknown actor_loss {cfg.actor_loss!r}; choose awr or td3_bc")
         if not 0 < cfg.gamma <= 1:
             raise OffrlError(f"gamma must be in (0, 1], got {cfg.gamma}")
+        if cfg.n_step < 1:
+            raise OffrlError(f"n_step must be ≥ 1, got {cfg.n_step}")
+        if cfg.n_step > 1 and self.reward_shift != 0:
+            raise OffrlError(f"n_step={cfg.n_step} sums raw rewards in the buffer, which reward_transform="
+                             f"{cfg.reward_transform!r} (a shift per step) cannot follow; use a pure scaling "
+                             "(none or iql_locomotion)")
         self.use_stock = cfg.objective not in ("mean", "naive_cvar")
         name = {"naive_cvar": "mean"}.get(cfg.objective, cfg.objective)
         self.obj = make_objective(name, tau=cfg.risk_level, theta=cfg.threshold * cfg.reward_scale,
@@ -148,6 +160,15 @@ class StockAC(Agent):
         scaled = 2 * (c.clamp(self.c_lo, self.c_hi) - self.c_lo) / (self.c_hi - self.c_lo) - 1
         return torch.cat([obs, scaled.unsqueeze(-1)], -1)
 
+    def next_stock(self, c: Tensor, r: Tensor, horizon: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Stock after a row and its bootstrap discount, both [S, B] (scaled units).
+
+        A row spans m = horizon env steps (n-step rows carry r = Σ_{k<m} γ^k r_{t+k}): the stock m steps on
+        is (c + r)/γ^m (C_{t+1} = (C_t + R_{t+1})/γ applied m times), clipped to [c_lo, c_hi], and the
+        discount is γ^m."""
+        discount = self.cfg.gamma ** (horizon if horizon is not None else torch.ones_like(r))
+        return ((c + r) / discount).clamp(self.c_lo, self.c_hi), discount
+
     def score(self, c: Tensor, z: Tensor) -> Tensor:
         """The actor's objective for stocks c [...] and quantiles z [..., N] → [...]."""
         if self.cfg.objective == "naive_cvar":
@@ -169,7 +190,7 @@ class StockAC(Agent):
         # every random draw of the agent a randn_like on an [S, ...] tensor).
         u = 0.5 * (1 + torch.erf(torch.randn_like(r) / math.sqrt(2)))
         c = self.c_lo + (self.c_hi - self.c_lo) * u
-        c2 = ((c + r) / cfg.gamma).clamp(self.c_lo, self.c_hi)
+        c2, discount = self.next_stock(c, r, b.horizon)
         x, x2 = self._with_stock(b.obs, c), self._with_stock(b.next_obs, c2)
         metrics: dict[str, torch.Tensor] = {}
         if cfg.target == "in_sample":
@@ -193,7 +214,7 @@ class StockAC(Agent):
                 a2 = (self.actor_target(x2) + noise).clamp(-1.0, 1.0)
                 z2 = self.pessimistic(self.critic_target(x2, a2))                   # [S, B, N]
         with torch.no_grad():
-            y = r.unsqueeze(-1) + cfg.gamma * b.not_done.unsqueeze(-1) * z2
+            y = r.unsqueeze(-1) + (discount * b.not_done).unsqueeze(-1) * z2
         z = self.critic(x, b.action)                                                # [S, M, B, N]
         critic_loss = quantile_huber_loss(z, y.unsqueeze(1), cfg.kappa).mean(-1).sum(1)   # [S]
         self.minimize("critic", critic_loss)

@@ -134,7 +134,7 @@ class Agent(nn.Module):
         reward = self.transform_reward(b.reward)
         if not self.cfg.normalize_obs:
             return b._replace(reward=reward)
-        return Batch(self.normalize(b.obs), b.action, reward, self.normalize(b.next_obs), b.not_done)
+        return b._replace(obs=self.normalize(b.obs), reward=reward, next_obs=self.normalize(b.next_obs))
 
     # --- the interface ---
     def update(self, batch: Batch) -> dict[str, Tensor]:

@@ -19,12 +19,41 @@ from offrl.data.dataset import Dataset
 
 
 class Batch(NamedTuple):
-    """Transitions for S seeds: obs/next_obs [S, B, O], action [S, B, A], reward/not_done [S, B]."""
+    """Transitions for S seeds: obs/next_obs [S, B, O], action [S, B, A], reward/not_done [S, B].
+
+    horizon [S, B]: the env steps m a row spans (1 except for n-step rows, see `n_step_transitions`):
+    reward is then Σ_{k<m} γ^k r_{t+k}, next_obs the observation m steps on, and the bootstrap
+    discount γ^m. None where a batch is built by hand."""
     obs: Tensor
     action: Tensor
     reward: Tensor
     next_obs: Tensor
     not_done: Tensor
+    horizon: Tensor | None = None
+
+
+def n_step_transitions(dataset: Dataset, n: int, gamma: float) -> tuple[np.ndarray, ...]:
+    """n-step rows of the offline data, never crossing an episode's end.
+
+    Row t spans m_t = min(n, steps left in its episode) steps: reward Σ_{k<m} γ^k r_{t+k} [N] float64,
+    next observation o_{t+m} [N, O], terminal 1{the episode terminated at step t+m−1} [N] bool and m_t
+    [N] int64. Rows that end on a time-limit truncation bootstrap from o_{t+m}, like one-step rows. The
+    sum uses the behaviour's next m−1 actions, so for m > 1 the target leans towards the data's
+    policy (Peng's/uncorrected n-step); it propagates values n times faster, which γ = 1 over
+    hundreds of steps needs."""
+    if n < 1:
+        raise OffrlError(f"n_step must be ≥ 1, got {n}")
+    N = len(dataset)
+    reward = np.zeros(N, np.float64)
+    last = np.arange(N)
+    ep = dataset.episode
+    for k in range(n):
+        j = np.arange(k, N + k)
+        inside = j < N
+        inside[inside] = ep[j[inside]] == ep[:N][inside]
+        reward[inside] += gamma ** k * dataset.rewards[j[inside]].astype(np.float64)
+        last[inside] = j[inside]
+    return reward, dataset.next_observations[last], dataset.terminals[last], last - np.arange(N) + 1
 
 
 @dataclass
@@ -59,16 +88,18 @@ class Mixing:
 class Buffer:
     """Offline transitions (shared by seeds) + an online FIFO per seed, all on `device`.
 
-    Each transition is one row [obs | action | reward | next_obs | not_done] of a float32 matrix, so a
-    batch is one gather; `Batch` fields are column views of it.
+    Each transition is one row [obs | action | reward | next_obs | not_done | horizon] of a float32
+    matrix, so a batch is one gather; `Batch` fields are column views of it.
 
     dataset: the offline data, or None for online-only runs.
     seeds: S; online_capacity: C rows per seed (0 for offline-only runs).
+    n_step, gamma: offline rows as n-step transitions with discount γ (`n_step_transitions`); online
+    rows are always one-step (horizon 1), so agents must discount with γ^horizon.
     """
 
     def __init__(self, dataset: Dataset | None, seeds: int, device: torch.device | str = "cpu",
                  online_capacity: int = 0, obs_dim: int | None = None, act_dim: int | None = None,
-                 mixing: Mixing | None = None, seed: int = 0):
+                 mixing: Mixing | None = None, seed: int = 0, n_step: int = 1, gamma: float = 1.0):
         self.device = torch.device(device)
         self.seeds = seeds
         self.mixing = mixing or Mixing()
@@ -79,12 +110,19 @@ class Buffer:
         if obs_dim is None or act_dim is None:
             raise OffrlError("a Buffer without a dataset needs obs_dim and act_dim")
         O, A = obs_dim, act_dim
-        self.columns = (slice(0, O), slice(O, O + A), O + A, slice(O + A + 1, 2 * O + A + 1), 2 * O + A + 1)
-        self.width = 2 * O + A + 2
+        self.columns = (slice(0, O), slice(O, O + A), O + A, slice(O + A + 1, 2 * O + A + 1), 2 * O + A + 1,
+                        2 * O + A + 2)
+        self.width = 2 * O + A + 3
+        self.n_step = n_step
         self.offline = None
         if dataset is not None:
-            rows = np.concatenate([dataset.observations, dataset.actions, dataset.rewards[:, None],
-                                   dataset.next_observations, (~dataset.terminals)[:, None]], 1, dtype=np.float32)
+            if n_step == 1:
+                reward, next_obs, terminal = dataset.rewards, dataset.next_observations, dataset.terminals
+                horizon = np.ones(len(dataset))
+            else:
+                reward, next_obs, terminal, horizon = n_step_transitions(dataset, n_step, gamma)
+            rows = np.concatenate([dataset.observations, dataset.actions, reward[:, None], next_obs,
+                                   (~terminal)[:, None], horizon[:, None]], 1, dtype=np.float32)
             self.offline = torch.as_tensor(rows, device=self.device)
         self.capacity = online_capacity
         self.online_size = 0          # rows filled per seed (the same for every seed: envs step in lockstep)
@@ -106,7 +144,7 @@ class Buffer:
         if self.online is None:
             raise OffrlError("this buffer has no online part; create it with online_capacity > 0")
         self.online[:, self.online_pos] = torch.cat(
-            [obs, action, reward[:, None], next_obs, 1.0 - terminal.float()[:, None]], 1)
+            [obs, action, reward[:, None], next_obs, 1.0 - terminal.float()[:, None], torch.ones_like(reward)[:, None]], 1)
         self.online_pos = (self.online_pos + 1) % self.capacity
         self.online_size = min(self.online_size + 1, self.capacity)
         self.online_added += 1

@@ -159,7 +159,8 @@ class Trainer:
         self.agent: Agent = agent_cls(self.spec, self.cfg, run.seeds, self.device)
         capacity = run.online_capacity or run.online_steps
         self.buffer = Buffer(self.dataset, run.seeds, self.device, capacity, obs_dim, act_dim,
-                             self.cfg.mixing(), seed=run.seed + 1)
+                             self.cfg.mixing(), seed=run.seed + 1, n_step=getattr(self.cfg, "n_step", 1),
+                             gamma=getattr(self.cfg, "gamma", 1.0))
         self._update = update_step(self.agent, self.buffer, self.cfg.batch_size, run.compile_mode)
         self.eval_envs = EnvBatch(env_id, run.seeds * run.eval_episodes, self.time_feature) if run.eval_episodes > 0 else None
         self.np_rng = np.random.default_rng(run.seed + 2)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from offrl import OffrlError
-from offrl.buffer import Buffer, Mixing
+from offrl.buffer import Buffer, Mixing, n_step_transitions
+from offrl.data.dataset import Dataset, Episode
 from offrl.nets import MLP, Critic, GaussianActor, Linear, TanhGaussianActor, per_seed_mean
 
 
@@ -84,6 +85,36 @@ def test_buffer_samples_independent_indices_per_seed(pendulum_dataset):
         for i in range(64):
             key = tuple(b.obs[s, i].tolist()) + (float(b.reward[s, i]),)
             assert rows[key] == float(b.not_done[s, i])
+
+
+def test_n_step_rows_match_a_per_episode_loop_and_stop_at_episode_ends():
+    rng = np.random.default_rng(0)
+    episodes = []
+    for T, terminated in [(5, True), (3, False), (1, True), (7, False), (2, False)]:
+        end = np.zeros(T, bool)
+        end[-1] = True
+        episodes.append(Episode(rng.normal(size=(T + 1, 2)).astype(np.float32), rng.normal(size=(T, 1)).astype(np.float32),
+                                rng.normal(size=T).astype(np.float32), end & terminated, end & (not terminated)))
+    data = Dataset.from_episodes(episodes)
+    n, gamma = 3, 0.9
+    reward, next_obs, terminal, horizon = n_step_transitions(data, n, gamma)
+    i = 0
+    for ep in episodes:
+        T = len(ep.actions)
+        for t in range(T):
+            m = min(n, T - t)
+            assert horizon[i] == m and terminal[i] == ep.terminations[t + m - 1]
+            assert reward[i] == pytest.approx(sum(gamma ** k * float(ep.rewards[t + k]) for k in range(m)), abs=1e-6)
+            np.testing.assert_array_equal(next_obs[i], ep.observations[t + m])
+            i += 1
+    # n = 1 is the one-step data; the buffer's horizon column says how many steps each row spans
+    r1, o1, d1, h1 = n_step_transitions(data, 1, gamma)
+    np.testing.assert_array_equal(o1, data.next_observations)
+    assert (h1 == 1).all() and np.allclose(r1, data.rewards) and (d1 == data.terminals).all()
+    b = Buffer(data, seeds=2, seed=0, n_step=n, gamma=gamma).sample(32)
+    assert set(b.horizon.unique().tolist()) <= {1.0, 2.0, 3.0} and (Buffer(data, 2).sample(8).horizon == 1).all()
+    with pytest.raises(OffrlError, match="n_step must be"):
+        n_step_transitions(data, 0, gamma)
 
 
 def _online_buffer(dataset, mixing, S=2, C=50):

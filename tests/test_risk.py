@@ -110,6 +110,23 @@ def test_stock_follows_the_rewards_and_c0_follows_the_objective():
         _agent("cvar", risk_level=0.0)
 
 
+def test_n_step_rows_move_the_stock_and_discount_by_gamma_to_the_horizon(pendulum_dataset, tmp_path):
+    agent = _agent("cvar", gamma=0.5, time_feature=False)
+    c, r = torch.tensor([[0.1, -0.2, 0.3]]), torch.tensor([[0.2, 0.1, -0.1]])
+    c2, discount = agent.next_stock(c, r, torch.tensor([[1.0, 2.0, 3.0]]))
+    torch.testing.assert_close(discount, torch.tensor([[0.5, 0.25, 0.125]]))
+    torch.testing.assert_close(c2, ((c + r) / discount).clamp(agent.c_lo, agent.c_hi))
+    assert torch.equal(agent.next_stock(c, r, None)[0], agent.next_stock(c, r, torch.ones_like(r))[0])
+    # through the trainer: n-step rows reach the agent (the buffer is built with the agent's n and γ)
+    run = RunConfig(agent="stock_ac", dataset="pendulum", env="InvertedPendulum-v5", seeds=2, steps=4,
+                    eval_episodes=0, agent_config={"hidden": "16,16", "batch_size": "64", "n_step": "4"})
+    trainer = Trainer(run, tmp_path / "r", progress=False, dataset=pendulum_dataset)
+    assert trainer.buffer.sample(64).horizon.max() == 4
+    trainer.train()
+    with pytest.raises(OffrlError, match="reward_transform"):
+        _agent("cvar", n_step=3, reward_transform="antmaze")
+
+
 def test_final_json_reports_risk_statistics(pendulum_dataset, tmp_path):
     run = RunConfig(agent="stock_ac", dataset="pendulum", env="InvertedPendulum-v5", seeds=2, steps=20,
                     eval_episodes=4, eval_every=0, risk_thresholds=[5.0], agent_config={"hidden": "16,16",
