@@ -187,3 +187,19 @@ def test_embedded_locomotion_subsets_resolve_by_id(ds_id, env_id, episodes, mina
     assert (len(ds), ds.num_episodes, ds.env_id) == (50_000, episodes, env_id)
     assert ds.content_hash() == meta["offrl_content_hash"]
     assert ds.ref_min_score < ds.ref_max_score and meta["offrl_source"].startswith(ds_id.split("-small")[0])
+
+
+def test_embedded_two_strategy_risky_data_regenerates_and_holds_both_strategies(minari_root):
+    """The risky pendulum's shipped data: the same transitions as its generator, and both competent
+    strategies (episodes balanced to the limit wholly outside and mostly inside the risk region)."""
+    from offrl.data.dataset import Dataset
+    from offrl.data.scripted import two_strategy_episodes
+
+    ds = load_dataset("offrl/riskyinvertedpendulum/scripted-two-strategies-v0")
+    fresh = Dataset.from_episodes(two_strategy_episodes(240, seed=0))
+    for name in ("observations", "actions", "rewards", "terminals", "timeouts"):
+        np.testing.assert_array_equal(getattr(ds, name), getattr(fresh, name))
+    assert ds.env_id == "offrl/RiskyInvertedPendulum-v5" and ds.ref_max_score == 200.0
+    inside = np.bincount(ds.episode, weights=ds.next_observations[:, 0] > 0.1) / np.bincount(ds.episode)
+    full = np.bincount(ds.episode) == 200
+    assert (full & (inside == 0)).sum() >= 30 and (full & (inside > 0.7)).sum() >= 30

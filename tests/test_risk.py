@@ -35,7 +35,7 @@ def test_risky_wrapper_pays_a_bonus_and_rare_reproducible_penalties():
     steps = _drive_right(env, seed=0)
     assert any(inside for _, inside, _ in steps)
     for r, inside, hit in steps:
-        assert r == (1.0 + (1.0 - 40.0 * hit if inside else 0.0))
+        assert r == (1.0 + (1.0 - 60.0 * hit if inside else 0.0))
     again = _drive_right(make_env(RISKY), seed=0)
     assert again == steps                                   # the penalty draws follow the reset seed
     hits = [h for s in range(10) for _, inside, h in _drive_right(env, seed=s) if inside]

@@ -1,4 +1,5 @@
-"""A scripted controller for InvertedPendulum-v5: tiny datasets for tests and the embedded quick suite."""
+"""A scripted controller for InvertedPendulum-v5: tiny datasets for tests and the embedded quick suite, and
+the two-strategy data of the risky InvertedPendulum (both a safe and a risky competent behaviour)."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -21,7 +22,7 @@ def pendulum_episodes(n: int, seed: int = 0, noise_levels=(1.5, 2.5, 3.5), max_s
         o, _ = env.reset(seed=seed * 1000 + i)
         obs, acts, rews, terms, truncs = [o], [], [], [], []
         while True:
-            a = np.clip(PD_GAINS @ o + sigma * rng.normal(), -3, 3).astype(np.float32)[None]
+            a = np.clip(pd_action(o, 0.0) + sigma * rng.normal(), -3, 3).astype(np.float32)[None]
             o, r, term, trunc, _ = env.step(a)
             obs.append(o); acts.append(a); rews.append(r); terms.append(term); truncs.append(trunc)
             if term or trunc:
@@ -31,9 +32,52 @@ def pendulum_episodes(n: int, seed: int = 0, noise_levels=(1.5, 2.5, 3.5), max_s
     return episodes
 
 
-def random_policy_return(episodes: int = 100) -> float:
-    """Mean return of a uniform random policy on InvertedPendulum-v5 (1000-step limit)."""
-    env = gym.make("InvertedPendulum-v5")
+def pd_action(obs: np.ndarray, cart_target: float) -> float:
+    """The PD controller balancing the pole with the cart held near x = cart_target (env units)."""
+    return float(PD_GAINS @ (obs - np.array([cart_target, 0.0, 0.0, 0.0])))
+
+
+# Set points of the risky pendulum's two strategies: left of the risk region (x > 0.1) with a margin
+# that the noisiest balancing episodes rarely cross, and well inside it.
+SAFE_TARGET, RISKY_TARGET = -0.2, 0.4
+
+
+def two_strategy_episodes(n: int, seed: int = 0, noise_levels=(0.5, 1.0, 2.0),
+                          env_id: str = "offrl/RiskyInvertedPendulum-v5") -> list[Episode]:
+    """Episodes of the PD controller on the risky pendulum, each one of: balance safely (cart near
+    SAFE_TARGET), balance in the risk region (RISKY_TARGET), or switch from one to the other at a random
+    step in [20, 180) (35 / 35 / 15 / 15 %), plus Gaussian action noise σ drawn from `noise_levels`. Both
+    strategies are competent, so what an offline agent prefers shows its objective: the region pays
+    more on average and less in the worst episodes. Actions in the env's units, [-3, 3]."""
+    import offrl.envs  # noqa: F401  (registers the risky ids)
+
+    env = gym.make(env_id)
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for i in range(n):
+        kind = rng.choice(4, p=[0.35, 0.35, 0.15, 0.15])
+        first, second = [(SAFE_TARGET,) * 2, (RISKY_TARGET,) * 2, (SAFE_TARGET, RISKY_TARGET),
+                         (RISKY_TARGET, SAFE_TARGET)][kind]
+        switch, sigma = int(rng.integers(20, 180)), float(rng.choice(noise_levels))
+        o, _ = env.reset(seed=seed * 100_003 + i)
+        obs, acts, rews, terms, truncs = [o], [], [], [], []
+        while True:
+            target = first if len(acts) < switch else second
+            a = np.clip(pd_action(o, target) + sigma * rng.normal(), -3, 3).astype(np.float32)[None]
+            o, r, term, trunc, _ = env.step(a)
+            obs.append(o); acts.append(a); rews.append(r); terms.append(term); truncs.append(trunc)
+            if term or trunc:
+                break
+        episodes.append(Episode(np.array(obs), np.array(acts), np.array(rews), np.array(terms), np.array(truncs)))
+    env.close()
+    return episodes
+
+
+def random_policy_return(episodes: int = 100, env_id: str = "InvertedPendulum-v5") -> float:
+    """Mean return of a uniform random policy (InvertedPendulum-v5: 1000-step limit)."""
+    import offrl.envs  # noqa: F401  (registers the risky ids)
+
+    env = gym.make(env_id)
     env.action_space.seed(0)
     total = 0.0
     for i in range(episodes):
