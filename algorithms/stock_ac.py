@@ -25,8 +25,12 @@ continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton)
   (− S(s, c, π(s, c)) with `target=policy`); or TD3+BC's −λ·S(s, c, π(s, c)) + ‖π − a_D‖²,
   λ = α / mean|S| (`actor_loss=td3_bc`). On the risky InvertedPendulum data TD3+BC's form fell over in
   most episodes, as TD3+BC itself did (results/distributional/README.md).
-* Offline stock relabelling: every sampled transition gets a fresh stock c ~ U[c_lo, c_hi] (valid for
-  any c because the stock dynamics are known); stocks are clipped to [c_lo, c_hi] = [−G_max, −G_min]
+* Offline stock relabelling (valid for any c because the stock dynamics are known): by default
+  (`stock_relabel=trajectory`) every sampled row gets a fresh initial stock c_0 ~ U[c_lo, c_hi] and the
+  stock its own episode would have reached, c_t = (c_0 + Σ_{k<t} γ^k r_k)/γ^t (RIGOR's stock editing);
+  `uniform` draws c_t ~ U[c_lo, c_hi] as the reference suggests. On the risky pendulum the uniform
+  stocks, most of which no trajectory through the state reaches (e.g. c ≤ −G_max, where the CVaR
+  score is the mean's), pulled the actor to the risk-neutral choice (results/distributional/). Stocks are clipped to [c_lo, c_hi] = [−G_max, −G_min]
   (policy-preserving for utilities affine on each side of 0, reference T7) and scaled to [−1, 1].
 * Deployment: c_0 = −θ for threshold/target objectives; for CVaR-type objectives c_0 maximises
   −c + (1/N)Σ_i f(c + θ_i) over a grid of stocks, θ = Z_V(s_0, c) (or Z(s_0, c, π(s_0, c)) with
@@ -66,6 +70,7 @@ class StockACConfig(AgentConfig):
     stock_low: float = math.nan        # c_lo in raw return units (nan: −(max dataset return) − margin)
     stock_high: float = math.nan       # c_hi in raw return units (nan: −min(min dataset return, 0) + margin)
     stock_margin: float = 0.1          # margin added on both sides, as a fraction of the dataset's return range
+    stock_relabel: str = "trajectory"  # trajectory: c_t = (c_0 + Σ_{k<t} γ^k r_k)/γ^t, c_0 ~ U[c_lo, c_hi] | uniform: c_t ~ U[c_lo, c_hi]
     c0_grid: int = 101                 # stocks scanned to choose c_0 for cvar/mean_cvar
     n_quantiles: int = 32              # N quantiles per critic
     n_critics: int = 2                 # critic ensemble members (target: per-level min of sorted quantiles)
@@ -107,6 +112,8 @@ class StockAC(Agent):
             raise OffrlError(f"risk_level (τ) must be in (0, 1], got {cfg.risk_level}")
         if cfg.target not in ("in_sample", "policy"):
             raise OffrlError(f"unknown target {cfg.target!r}; choose in_sample or policy")
+        if cfg.stock_relabel not in ("trajectory", "uniform"):
+            raise OffrlError(f"unknown stock_relabel {cfg.stock_relabel!r}; choose trajectory or uniform")
         if cfg.actor_loss not in ("awr", "td3_bc"):
             raise OffrlError(f"unknown actor_loss {cfg.actor_loss!r}; choose awr or td3_bc")
         if not 0 < cfg.gamma <= 1:
@@ -160,6 +167,17 @@ class StockAC(Agent):
         scaled = 2 * (c.clamp(self.c_lo, self.c_hi) - self.c_lo) / (self.c_hi - self.c_lo) - 1
         return torch.cat([obs, scaled.unsqueeze(-1)], -1)
 
+    def relabel(self, c: Tensor, b) -> Tensor:
+        """Stocks [S, B] (scaled units) for a batch's rows, from draws c ~ U[c_lo, c_hi].
+
+        `trajectory`: c is the episode's initial stock c_0 and the row gets the stock its episode would
+        have reached, C_t = (c_0 + Σ_{k<t} γ^k r_k)/γ^t, clipped: the (time, stock) pairs a deployed agent
+        meets, rather than stocks no trajectory through the state reaches. `uniform` (or rows without
+        their episode's past, e.g. online ones): c itself."""
+        if self.cfg.stock_relabel != "trajectory" or b.past_return is None:
+            return c
+        return ((c + b.past_return * self.cfg.reward_scale) / self.cfg.gamma ** b.elapsed).clamp(self.c_lo, self.c_hi)
+
     def next_stock(self, c: Tensor, r: Tensor, horizon: Tensor | None) -> tuple[Tensor, Tensor]:
         """Stock after a row and its bootstrap discount, both [S, B] (scaled units).
 
@@ -189,7 +207,7 @@ class StockAC(Agent):
         # Relabel: a fresh stock per transition, uniform on [c_lo, c_hi] (Φ of a normal draw keeps
         # every random draw of the agent a randn_like on an [S, ...] tensor).
         u = 0.5 * (1 + torch.erf(torch.randn_like(r) / math.sqrt(2)))
-        c = self.c_lo + (self.c_hi - self.c_lo) * u
+        c = self.relabel(self.c_lo + (self.c_hi - self.c_lo) * u, b)
         c2, discount = self.next_stock(c, r, b.horizon)
         x, x2 = self._with_stock(b.obs, c), self._with_stock(b.next_obs, c2)
         metrics: dict[str, torch.Tensor] = {}

@@ -23,13 +23,28 @@ class Batch(NamedTuple):
 
     horizon [S, B]: the env steps m a row spans (1 except for n-step rows, see `n_step_transitions`):
     reward is then Σ_{k<m} γ^k r_{t+k}, next_obs the observation m steps on, and the bootstrap
-    discount γ^m. None where a batch is built by hand."""
+    discount γ^m. None where a batch is built by hand.
+    elapsed, past_return [S, B]: the row's step t within its episode and Σ_{k<t} γ^k r_k, the discounted
+    return before it (what history-dependent agents need to relabel a state's stock consistently with
+    its trajectory, see stock_ac); 0 for online rows."""
     obs: Tensor
     action: Tensor
     reward: Tensor
     next_obs: Tensor
     not_done: Tensor
     horizon: Tensor | None = None
+    elapsed: Tensor | None = None
+    past_return: Tensor | None = None
+
+
+def past_returns(dataset: Dataset, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per transition: its step t within its episode [N] int64 and Σ_{k<t} γ^k r_k [N] float64."""
+    t = dataset.steps_in_episode()
+    discounted = dataset.rewards.astype(np.float64) * gamma ** t.astype(np.float64)
+    through = np.cumsum(discounted)
+    before = through - discounted
+    start = np.flatnonzero(t == 0)
+    return t, before - np.repeat(before[start], np.diff(np.append(start, len(t))))
 
 
 def n_step_transitions(dataset: Dataset, n: int, gamma: float) -> tuple[np.ndarray, ...]:
@@ -88,13 +103,14 @@ class Mixing:
 class Buffer:
     """Offline transitions (shared by seeds) + an online FIFO per seed, all on `device`.
 
-    Each transition is one row [obs | action | reward | next_obs | not_done | horizon] of a float32
-    matrix, so a batch is one gather; `Batch` fields are column views of it.
+    Each transition is one row [obs | action | reward | next_obs | not_done | horizon | elapsed |
+    past_return] of a float32 matrix, so a batch is one gather; `Batch` fields are column views of it.
 
     dataset: the offline data, or None for online-only runs.
     seeds: S; online_capacity: C rows per seed (0 for offline-only runs).
     n_step, gamma: offline rows as n-step transitions with discount γ (`n_step_transitions`); online
-    rows are always one-step (horizon 1), so agents must discount with γ^horizon.
+    rows are always one-step (horizon 1), so agents must discount with γ^horizon. γ also discounts
+    the past_return column.
     """
 
     def __init__(self, dataset: Dataset | None, seeds: int, device: torch.device | str = "cpu",
@@ -111,8 +127,8 @@ class Buffer:
             raise OffrlError("a Buffer without a dataset needs obs_dim and act_dim")
         O, A = obs_dim, act_dim
         self.columns = (slice(0, O), slice(O, O + A), O + A, slice(O + A + 1, 2 * O + A + 1), 2 * O + A + 1,
-                        2 * O + A + 2)
-        self.width = 2 * O + A + 3
+                        2 * O + A + 2, 2 * O + A + 3, 2 * O + A + 4)
+        self.width = 2 * O + A + 5
         self.n_step = n_step
         self.offline = None
         if dataset is not None:
@@ -121,8 +137,10 @@ class Buffer:
                 horizon = np.ones(len(dataset))
             else:
                 reward, next_obs, terminal, horizon = n_step_transitions(dataset, n_step, gamma)
+            elapsed, past = past_returns(dataset, gamma)
             rows = np.concatenate([dataset.observations, dataset.actions, reward[:, None], next_obs,
-                                   (~terminal)[:, None], horizon[:, None]], 1, dtype=np.float32)
+                                   (~terminal)[:, None], horizon[:, None], elapsed[:, None], past[:, None]], 1,
+                                  dtype=np.float32)
             self.offline = torch.as_tensor(rows, device=self.device)
         self.capacity = online_capacity
         self.online_size = 0          # rows filled per seed (the same for every seed: envs step in lockstep)
@@ -144,7 +162,8 @@ class Buffer:
         if self.online is None:
             raise OffrlError("this buffer has no online part; create it with online_capacity > 0")
         self.online[:, self.online_pos] = torch.cat(
-            [obs, action, reward[:, None], next_obs, 1.0 - terminal.float()[:, None], torch.ones_like(reward)[:, None]], 1)
+            [obs, action, reward[:, None], next_obs, 1.0 - terminal.float()[:, None], torch.ones_like(reward)[:, None],
+             torch.zeros_like(reward)[:, None], torch.zeros_like(reward)[:, None]], 1)
         self.online_pos = (self.online_pos + 1) % self.capacity
         self.online_size = min(self.online_size + 1, self.capacity)
         self.online_added += 1

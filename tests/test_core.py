@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from offrl import OffrlError
-from offrl.buffer import Buffer, Mixing, n_step_transitions
+from offrl.buffer import Buffer, Mixing, n_step_transitions, past_returns
 from offrl.data.dataset import Dataset, Episode
 from offrl.nets import MLP, Critic, GaussianActor, Linear, TanhGaussianActor, per_seed_mean
 
@@ -87,7 +87,7 @@ def test_buffer_samples_independent_indices_per_seed(pendulum_dataset):
             assert rows[key] == float(b.not_done[s, i])
 
 
-def test_n_step_rows_match_a_per_episode_loop_and_stop_at_episode_ends():
+def test_n_step_rows_and_past_returns_match_a_per_episode_loop():
     rng = np.random.default_rng(0)
     episodes = []
     for T, terminated in [(5, True), (3, False), (1, True), (7, False), (2, False)]:
@@ -98,11 +98,13 @@ def test_n_step_rows_match_a_per_episode_loop_and_stop_at_episode_ends():
     data = Dataset.from_episodes(episodes)
     n, gamma = 3, 0.9
     reward, next_obs, terminal, horizon = n_step_transitions(data, n, gamma)
+    elapsed, past = past_returns(data, gamma)
     i = 0
     for ep in episodes:
         T = len(ep.actions)
         for t in range(T):
             m = min(n, T - t)
+            assert elapsed[i] == t and past[i] == pytest.approx(sum(gamma ** k * float(ep.rewards[k]) for k in range(t)))
             assert horizon[i] == m and terminal[i] == ep.terminations[t + m - 1]
             assert reward[i] == pytest.approx(sum(gamma ** k * float(ep.rewards[t + k]) for k in range(m)), abs=1e-6)
             np.testing.assert_array_equal(next_obs[i], ep.observations[t + m])

@@ -117,6 +117,13 @@ def test_n_step_rows_move_the_stock_and_discount_by_gamma_to_the_horizon(pendulu
     torch.testing.assert_close(discount, torch.tensor([[0.5, 0.25, 0.125]]))
     torch.testing.assert_close(c2, ((c + r) / discount).clamp(agent.c_lo, agent.c_hi))
     assert torch.equal(agent.next_stock(c, r, None)[0], agent.next_stock(c, r, torch.ones_like(r))[0])
+    # trajectory relabelling: a row at step t after return P gets (c_0 + P·scale)/γ^t, clipped
+    from offrl.buffer import Batch
+    z = torch.zeros(1, 3)
+    rows = Batch(z, z, z, z, z, elapsed=torch.tensor([[0.0, 1.0, 2.0]]), past_return=torch.tensor([[0.0, 10.0, -5.0]]))
+    expect = ((c + rows.past_return * 0.01) / 0.5 ** rows.elapsed).clamp(agent.c_lo, agent.c_hi)
+    torch.testing.assert_close(agent.relabel(c, rows), expect)
+    assert torch.equal(_agent("cvar", stock_relabel="uniform").relabel(c, rows), c)
     # through the trainer: n-step rows reach the agent (the buffer is built with the agent's n and γ)
     run = RunConfig(agent="stock_ac", dataset="pendulum", env="InvertedPendulum-v5", seeds=2, steps=4,
                     eval_episodes=0, agent_config={"hidden": "16,16", "batch_size": "64", "n_step": "4"})
@@ -125,6 +132,8 @@ def test_n_step_rows_move_the_stock_and_discount_by_gamma_to_the_horizon(pendulu
     trainer.train()
     with pytest.raises(OffrlError, match="reward_transform"):
         _agent("cvar", n_step=3, reward_transform="antmaze")
+    with pytest.raises(OffrlError, match="stock_relabel"):
+        _agent("cvar", stock_relabel="sometimes")
 
 
 def test_final_json_reports_risk_statistics(pendulum_dataset, tmp_path):
