@@ -81,13 +81,15 @@ def find_suite(name_or_path: str) -> Path:
 
 def _make_hint(ds: str) -> str:
     """How to build a missing zoo dataset: the exact `datasets make` command when the id is one."""
-    from offrl.data.generate import LEVELS
+    from offrl.data.generate import LEVELS, SHIPPED_POLICIES
     from offrl.envs import RECIPES, TASKS
 
     parts = ds.split("/")
     if len(parts) == 3 and parts[0] == "offrl" and parts[1] in RECIPES and parts[2].removesuffix("-v0") in LEVELS:
         env_id = TASKS[parts[1]].env_id
-        return f"make it with `offrl datasets make {env_id} --budget standard --from-policies shipped`"
+        # Without committed policies for the task the make trains its behaviour policy first.
+        shipped = (SHIPPED_POLICIES / f"{parts[1]}-standard-seed0" / "index.json").exists()
+        return f"make it with `offrl datasets make {env_id} --budget standard{' --from-policies shipped' if shipped else ''}`"
     return "`offrl datasets make` builds the offrl zoo"
 
 
