@@ -9,6 +9,11 @@ continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton)
 * Quantile critic ensemble Z_φ(s, c, a): N quantiles per member, members on the member axis; the
   critic's own law of the dataset action takes, per quantile level, the minimum over members of
   their sorted quantiles (pessimism for offline data, as in CODAC/TQC-style distributional offline RL).
+* Quantile Huber threshold κ = 0.01 in scaled units, not QR-DQN's κ = 1: with rewards scaled by 0.01 a
+  whole 200-step return is ~2 units, so κ = 1 put every residual in the quadratic zone, where the loss
+  fits expectiles, not quantiles. Expectiles of a law with a rare large penalty sit near its mean:
+  on the risky pendulum the critic's lower tail vanished (its 5 % quantile 10 % below the mean) and the
+  CVaR agent behaved as the risk-neutral one (results/distributional/README.md).
 * Critic target, `target=in_sample` (default): y = r + γ·Z_V(s', c'), where Z_V(s, c) is fitted by
   quantile regression to that law of the dataset action with IQL's expectile asymmetry applied to the
   objective's score (weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|), so no out-of-distribution action
@@ -74,7 +79,7 @@ class StockACConfig(AgentConfig):
     c0_grid: int = 101                 # stocks scanned to choose c_0 for cvar/mean_cvar
     n_quantiles: int = 32              # N quantiles per critic
     n_critics: int = 2                 # critic ensemble members (target: per-level min of sorted quantiles)
-    kappa: float = 1.0                 # quantile Huber threshold (in scaled reward units)
+    kappa: float = 0.01                # quantile Huber threshold in scaled units (0.01 = one raw return unit): see below
     target: str = "in_sample"          # in_sample: y = r + γ·Z_V(s', c') (IQL-style, no policy actions) | policy: y = r + γ·Z(s', c', π(s', c'))
     value_expectile: float = 0.7       # in_sample: Z_V's asymmetric weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|
     actor_loss: str = "awr"            # awr: advantage-weighted regression to dataset actions | td3_bc: −λ·score + BC
