@@ -2,6 +2,8 @@
 the two-strategy data of the risky InvertedPendulum (both a safe and a risky competent behaviour)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import gymnasium as gym
 import numpy as np
 
@@ -19,15 +21,7 @@ def pendulum_episodes(n: int, seed: int = 0, noise_levels=(1.5, 2.5, 3.5), max_s
     episodes = []
     for i in range(n):
         sigma = noise_levels[i % len(noise_levels)]
-        o, _ = env.reset(seed=seed * 1000 + i)
-        obs, acts, rews, terms, truncs = [o], [], [], [], []
-        while True:
-            a = np.clip(pd_action(o, 0.0) + sigma * rng.normal(), -3, 3).astype(np.float32)[None]
-            o, r, term, trunc, _ = env.step(a)
-            obs.append(o); acts.append(a); rews.append(r); terms.append(term); truncs.append(trunc)
-            if term or trunc:
-                break
-        episodes.append(Episode(np.array(obs), np.array(acts), np.array(rews), np.array(terms), np.array(truncs)))
+        episodes.append(noisy_pd_episode(env, rng, seed * 1000 + i, sigma, lambda t: 0.0))
     env.close()
     return episodes
 
@@ -35,6 +29,20 @@ def pendulum_episodes(n: int, seed: int = 0, noise_levels=(1.5, 2.5, 3.5), max_s
 def pd_action(obs: np.ndarray, cart_target: float) -> float:
     """The PD controller balancing the pole with the cart held near x = cart_target (env units)."""
     return float(PD_GAINS @ (obs - np.array([cart_target, 0.0, 0.0, 0.0])))
+
+
+def noisy_pd_episode(env: gym.Env, rng: np.random.Generator, reset_seed: int, sigma: float,
+                     cart_target: Callable[[int], float]) -> Episode:
+    """One episode of the PD controller holding the cart near cart_target(t) at step t, plus N(0, σ²)
+    action noise (one rng.normal per step), clipped to the env's [-3, 3]."""
+    o, _ = env.reset(seed=reset_seed)
+    obs, acts, rews, terms, truncs = [o], [], [], [], []
+    while True:
+        a = np.clip(pd_action(o, cart_target(len(acts))) + sigma * rng.normal(), -3, 3).astype(np.float32)[None]
+        o, r, term, trunc, _ = env.step(a)
+        obs.append(o); acts.append(a); rews.append(r); terms.append(term); truncs.append(trunc)
+        if term or trunc:
+            return Episode(np.array(obs), np.array(acts), np.array(rews), np.array(terms), np.array(truncs))
 
 
 # Set points of the risky pendulum's two strategies: left of the risk region (x > 0.1) with a margin
@@ -59,16 +67,8 @@ def two_strategy_episodes(n: int, seed: int = 0, noise_levels=(0.5, 1.0, 2.0),
         first, second = [(SAFE_TARGET,) * 2, (RISKY_TARGET,) * 2, (SAFE_TARGET, RISKY_TARGET),
                          (RISKY_TARGET, SAFE_TARGET)][kind]
         switch, sigma = int(rng.integers(20, 180)), float(rng.choice(noise_levels))
-        o, _ = env.reset(seed=seed * 100_003 + i)
-        obs, acts, rews, terms, truncs = [o], [], [], [], []
-        while True:
-            target = first if len(acts) < switch else second
-            a = np.clip(pd_action(o, target) + sigma * rng.normal(), -3, 3).astype(np.float32)[None]
-            o, r, term, trunc, _ = env.step(a)
-            obs.append(o); acts.append(a); rews.append(r); terms.append(term); truncs.append(trunc)
-            if term or trunc:
-                break
-        episodes.append(Episode(np.array(obs), np.array(acts), np.array(rews), np.array(terms), np.array(truncs)))
+        episodes.append(noisy_pd_episode(env, rng, seed * 100_003 + i, sigma,
+                                         lambda t, a=first, b=second, k=switch: a if t < k else b))
     env.close()
     return episodes
 
