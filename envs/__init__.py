@@ -14,6 +14,7 @@ class Task:
     name: str                 # short name used in dataset ids: hopper, halfcheetah, ...
     env_id: str | None        # Gymnasium id used for evaluation and online steps (None: not available)
     domain: str               # locomotion | antmaze | adroit | classic
+    behaviour_env_id: str | None = None   # env the zoo's SAC trains on when not env_id (a risky task's mean-reward twin)
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -22,7 +23,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("walker2d", "Walker2d-v5", "locomotion"),
     Task("ant", "Ant-v5", "locomotion"),
     Task("invertedpendulum", "InvertedPendulum-v5", "classic"),
-    Task("riskyinvertedpendulum", "offrl/RiskyInvertedPendulum-v5", "classic"),   # envs/risky.py
+    Task("riskyinvertedpendulum", "offrl/RiskyInvertedPendulum-v5", "classic",     # envs/risky.py
+         behaviour_env_id="offrl/RiskyInvertedPendulumMeanReward-v5"),
     Task("inverteddoublependulum", "InvertedDoublePendulum-v5", "classic"),
     Task("reacher", "Reacher-v5", "classic"),
     Task("antmaze", None, "antmaze"),     # needs gymnasium-robotics, not a dependency

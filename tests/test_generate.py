@@ -57,6 +57,19 @@ def made(tmp_path_factory):
     return root, out, folders
 
 
+def test_risky_task_trains_sac_on_its_mean_reward_twin_and_writes_risky_data(tmp_path):
+    """SAC learns on the mean-reward twin (no −60 draws in its targets); the policies and the levels'
+    rollouts belong to the risky env itself."""
+    folders = make_datasets("offrl/RiskyInvertedPendulum-v5", ["expert"], "test", tmp_path / "work", tmp_path / "root",
+                            progress=False, log=lambda s: None)
+    cfg = json.loads((tmp_path / "work" / "behaviour" / "config.json").read_text())
+    assert cfg["run"]["env"] == "offrl/RiskyInvertedPendulumMeanReward-v5" and cfg["run"]["domain"] == "classic"
+    index = json.loads((tmp_path / "work" / "policies" / "index.json").read_text())
+    assert index["env_id"] == "offrl/RiskyInvertedPendulum-v5"
+    ds = load_dataset(str(folders["expert"]))
+    assert ds.env_id == "offrl/RiskyInvertedPendulum-v5"
+
+
 def test_made_datasets_load_with_plain_minari_and_offrl(made, monkeypatch):
     root, out, folders = made
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))

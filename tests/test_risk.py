@@ -40,6 +40,10 @@ def test_risky_wrapper_pays_a_bonus_and_rare_reproducible_penalties():
     assert again == steps                                   # the penalty draws follow the reset seed
     hits = [h for s in range(10) for _, inside, h in _drive_right(env, seed=s) if inside]
     assert 0 < sum(hits) < 0.2 * len(hits)
+    # the mean-reward twin (what the zoo's SAC learns on): same states, the penalty's expectation, no draws
+    mean = _drive_right(make_env("offrl/RiskyInvertedPendulumMeanReward-v5"), seed=0)
+    assert [inside for _, inside, _ in mean] == [inside for _, inside, _ in steps]
+    assert all(r == pytest.approx(1.0 + (1.0 - 60.0 * 0.01 if inside else 0.0)) and not hit for r, inside, hit in mean)
 
 
 def test_time_feature_matches_between_dataset_and_env(pendulum_dataset):

@@ -13,6 +13,10 @@ Recipe (D4RL's, with the differences stated):
    Difference from D4RL: the replay levels are rollouts of saved snapshots, not the literal SAC replay
    buffer, so they can be regenerated bit-exactly from committed policies (`--from-policies`) without
    storing gigabytes of buffers; the snapshot spacing (`eval_every`) sets their granularity.
+   A risky task (envs/risky.py) trains SAC on its mean-reward twin (`Task.behaviour_env_id`: the rare
+   penalty replaced by its expectation; same expected return, so the same risk-neutral optimum) and
+   rolls out, scores and evaluates on the risky env itself; on the risky env SAC never learnt the
+   high-mean strategy, so its data held only the safe one.
 4. ref_min_score: mean return of a uniform random policy, ref_max_score: mean deterministic return of
    the expert, each over `ref_episodes` (≥100) episodes.
 """
@@ -223,12 +227,14 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
                              "`offrl datasets make` (its policies/ sub-folder)")
         index = json.loads((policies_dir / "index.json").read_text())
     else:
-        run = RunConfig(agent="sac", env=env_id, steps=0, online_steps=recipe.train_steps,
+        task = find_task(env_id)
+        train_env = task.behaviour_env_id or env_id
+        run = RunConfig(agent="sac", env=train_env, domain=task.domain, steps=0, online_steps=recipe.train_steps,
                         eval_every=recipe.eval_every, eval_episodes=recipe.eval_episodes,
                         checkpoint_every=recipe.eval_every, seed=seed, snapshots=True,
                         agent_config={"hidden": ",".join(map(str, recipe.hidden)), "random_steps": recipe.random_steps})
         behaviour = out / "behaviour"
-        log(f"[1/3] behaviour policy: SAC, {recipe.train_steps} env steps on {env_id} → {behaviour}")
+        log(f"[1/3] behaviour policy: SAC, {recipe.train_steps} env steps on {train_env} → {behaviour}")
         trainer = Trainer(run, behaviour, resume=True, progress=progress)
         trainer.train()
         policies_dir = out / "policies"
