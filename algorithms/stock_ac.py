@@ -24,6 +24,11 @@ continuous agent and no code; TD3+BC supplies the offline actor-critic skeleton)
   episodes one-step targets behind a Polyak τ = 0.005 target network had not carried values back to
   the first state within 10k updates; n-step targets cut the bootstrap chain n-fold, at the price of
   following the data's actions for m − 1 steps (uncorrected n-step; online rows stay one-step).
+  Caveat, measured on mixed-quality data (the risky pendulum's zoo full-replay level, 79 % of episodes
+  falling early): those m − 1 behaviour steps and the in-sample value's mild action improvement
+  (`value_expectile`) leave the learnt law at the first states a mixture of the behaviours' laws, whose
+  lower tail is the bad behaviours' falls — the tail a CVaR objective reads. A higher expectile (0.9)
+  helped there; a competent-behaviour dataset does not need it (results/distributional/README.md §2).
 * Deterministic actor π(s, c) improving the objective's score S(s, c, a) = (1/N)Σ_i f(c + θ_i(s, c, a))
   under an offline regulariser: by default advantage-weighted regression (AWR/AWAC, IQL's actor
   extraction), loss = exp(β·A/mean|A|)·‖π(s, c) − a_D‖² with A = S(s, c, a_D) − S(Z_V(s, c))
