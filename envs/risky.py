@@ -59,7 +59,7 @@ def make_risky_inverted_pendulum(mean_reward: bool = False, **kwargs: Any) -> gy
 
 # The mean-reward twin is what the zoo's SAC learns on (`Task.behaviour_env_id`): risk-neutral SAC has
 # the same optimum there, but its TD targets no longer carry the rare −60 draws, which kept it from ever
-# learning to balance inside the region on the risky id itself (results/distributional/README.md §3).
+# learning to balance inside the region on the risky id itself (results/distributional/README.md §4).
 RISKY_IDS = {"offrl/RiskyInvertedPendulum-v5": {}, "offrl/RiskyInvertedPendulumMeanReward-v5": {"mean_reward": True}}
 
 

@@ -35,7 +35,7 @@ import torch
 from offrl import OffrlError, __version__
 from offrl.data.dataset import Dataset, DatasetError, Episode
 from offrl.data.minari_io import datasets_root, write_minari
-from offrl.envs import RECIPES, Recipe, find_task
+from offrl.envs import RECIPES, Recipe, Task, find_task
 from offrl.evaluate import EnvBatch, rollout_episodes
 from offrl.nets import TanhGaussianActor
 from offrl.utils import closest, write_json
@@ -44,7 +44,7 @@ LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert", "full-
 MEDIUM_FRACTION = 1 / 3
 
 
-def recipe_for(env_id: str, budget: str) -> tuple[str, Recipe]:
+def recipe_for(env_id: str, budget: str) -> tuple[Task, Recipe]:
     task = find_task(env_id)
     if task is None or task.name not in RECIPES:
         known = sorted(t for t in RECIPES)
@@ -53,7 +53,7 @@ def recipe_for(env_id: str, budget: str) -> tuple[str, Recipe]:
     if budget not in RECIPES[task.name]:
         raise OffrlError(f"unknown budget {budget!r}{closest(budget, RECIPES[task.name])}; choose "
                          f"{', '.join(RECIPES[task.name])}")
-    return task.name, RECIPES[task.name][budget]
+    return task, RECIPES[task.name][budget]
 
 
 # --- policies: actor weights + what is needed to rebuild them ---
@@ -205,7 +205,8 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
     a killed behaviour run continues from its checkpoint and finished levels are kept."""
     from offrl.trainer import RunConfig, Trainer
 
-    task_name, recipe = recipe_for(env_id, budget)
+    task, recipe = recipe_for(env_id, budget)
+    task_name = task.name
     levels = list(levels or LEVELS)
     for lv in levels:
         if lv not in LEVELS:
@@ -227,7 +228,6 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
                              "`offrl datasets make` (its policies/ sub-folder)")
         index = json.loads((policies_dir / "index.json").read_text())
     else:
-        task = find_task(env_id)
         train_env = task.behaviour_env_id or env_id
         run = RunConfig(agent="sac", env=train_env, domain=task.domain, steps=0, online_steps=recipe.train_steps,
                         eval_every=recipe.eval_every, eval_episodes=recipe.eval_episodes,
