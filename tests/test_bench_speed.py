@@ -28,6 +28,14 @@ def test_counted_flops_of_a_linear_layer():
     layer = Linear(16, 32, (3,))
     x = torch.randn(3, 8, 16)
     assert count_flops(lambda: layer(x)) == 2 * 3 * 8 * 16 * 32
+    # A step that runs the layer on every second call (TD3+BC's delayed actor): counted at its rate
+    calls = []
+
+    def every_other():
+        calls.append(1)
+        if len(calls) % 2:
+            layer(x)
+    assert count_flops(every_other, calls=4) == 3 * 8 * 16 * 32
 
 
 def test_bench_speed_cli_rejects_unknown_agents(tmp_path):

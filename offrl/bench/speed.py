@@ -41,18 +41,25 @@ class Variant:
     rates: list[float]
     mode: str = "none"                  # offrl.fast mode: none (eager) | compile | cuda-graphs
     warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
-    flops: float | None = None          # FLOPs of one update (counted by torch's FlopCounterMode; offrl only)
+    flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode; offrl)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
 
 
-def count_flops(step: Callable[[], object]) -> float:
-    """FLOPs of one call, counted per operator (matmuls, convolutions, SDPA) by torch.utils.flop_counter:
-    what the update asks of the device's matmul units; element-wise work is not counted."""
+# Updates the FLOP count averages over: agents with a delayed actor (TD3+BC: every 2nd update) do
+# different work on different updates, so one update's count would overstate (or understate) the mean.
+FLOP_UPDATES = 12
+
+
+def count_flops(step: Callable[[], object], calls: int = FLOP_UPDATES) -> float:
+    """FLOPs per call averaged over `calls` calls, counted per operator (matmuls, convolutions, SDPA) by
+    torch.utils.flop_counter: what an update asks of the device's matmul units; element-wise work is
+    not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        step()
-    return float(counter.get_total_flops())
+        for _ in range(calls):
+            step()
+    return float(counter.get_total_flops()) / calls
 
 
 def peak_memory(step: Callable[[], object], device: str) -> int:
@@ -193,7 +200,8 @@ def speed_table(variants: list[Variant], env: dict) -> str:
              f"obs {env['obs_dim']} / act {env['act_dim']}, 256×256 nets; median of {env['rounds']} round-robin "
              f"rounds of {env['updates']} updates; ratios are medians of per-round ratios. Warm-up s: wall time of "
              f"the first {env['warmup']} updates (compiling included for compiled variants). GFLOP/update: counted "
-             f"matmul FLOPs of one update; % of matmul rate: achieved FLOP/s over the device's measured float32 "
+             f"matmul FLOPs per update (mean over {FLOP_UPDATES} updates, so a delayed actor step counts at its "
+             f"rate); % of matmul rate: achieved FLOP/s over the device's measured float32 "
              f"2048² GEMM rate ({env['matmul_flops'] / 1e9:.0f} GFLOP/s); peak MB: tensor memory one update "
              "allocates above what is live.", "",
              "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs eager | × vs d3rlpy (per seed) "
