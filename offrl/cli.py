@@ -113,7 +113,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
         get_agent(a)                        # unknown names fail before any timing
     variants, env = run_speed(agents, seeds, args.batch, args.obs_dim, args.act_dim, args.rounds, args.updates,
                               device=args.device, d3rlpy=not args.no_d3rlpy,
-                              modes=["none"] + ([args.compile_mode] if args.compile_mode else []))
+                              modes=["none"] + ([args.compile_mode] if args.compile_mode else []),
+                              profile=args.profile)
     table = speed_table(variants, env)
     print(table)
     if args.out:
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     _speed_flags(sp)
     sp.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even when it is installed")
+    sp.add_argument("--profile", action="store_true",
+                    help="also profile every offrl variant: matmul vs other operator time per update")
     sp.add_argument("--out", help="also write the table (with its command) to this Markdown file")
     sp.set_defaults(func=_bench_speed)
     return p, sp

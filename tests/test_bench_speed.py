@@ -18,6 +18,19 @@ def test_speed_table_lists_every_variant():
     one, two = variants[0], variants[1]
     assert one.flops > 0 and two.flops == 2 * one.flops
     assert one.peak_bytes > 0 and env["matmul_flops"] > 0
+    assert "Where the time goes" not in table
+
+
+def test_profile_splits_an_update_into_matmul_and_other_time():
+    variants, env = run_speed(["bc"], [1, 2], batch=8, rounds=1, updates=3, warmup=1, d3rlpy=False,
+                              transitions=2000, profile=True)
+    for v in variants:
+        p = v.profile
+        # BC's update: three member-axis layers forward and backward (matmuls) plus Adam and losses
+        assert p["matmul_ms"] > 0 and p["other_ms"] > 0 and len(p["top"]) == 5
+        assert not any(name in ("bmm", "baddbmm") for name, _ in p["top"])
+    table = speed_table(variants, env)
+    assert "## Where the time goes" in table and table.count("| offrl bc ×") == 4
 
 
 def test_counted_flops_of_a_linear_layer():

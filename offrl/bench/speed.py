@@ -28,6 +28,7 @@ from offrl.fast import check_mode, update_step
 D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig"}
 
 
+PROFILE_ROUNDS = 5           # profiled rounds per variant with --profile (the median one is reported)
 TABLE_RUNS = 9 * 5            # 9 locomotion datasets × 5 seeds
 TABLE_UPDATES = 1_000_000
 
@@ -43,6 +44,7 @@ class Variant:
     warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
     flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode; offrl)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
+    profile: dict | None = None         # where an update's time goes (`profile_step`; with --profile)
 
 
 # Updates the FLOP count averages over: agents with a delayed actor (TD3+BC: every 2nd update) do
@@ -92,6 +94,57 @@ def peak_memory(step: Callable[[], object], device: str) -> int:
     return int(peak)
 
 
+# Operators whose self time is matrix-multiply work (batched member-axis layers use baddbmm/bmm).
+MATMUL_OPS = frozenset({"mm", "bmm", "baddbmm", "addmm", "addbmm", "mv", "addmv", "dot"})
+
+
+def _op_name(key: str) -> str:
+    """Profiler event names made readable: compiled graphs and regions lose their hashes and numbers."""
+    if key.startswith("## Call CompiledFxGraph"):
+        return "compiled graphs"
+    if key.startswith("Torch-Compiled Region"):
+        return "compiled-region entry"
+    if key.startswith("Optimizer."):           # e.g. Optimizer.step#CachedAdam.step: the Python around the kernel
+        return key.split("#")[-1] + " (Python)"
+    return key.removeprefix("aten::")
+
+
+def profile_step(step: Callable[[], object], device: str, updates: int) -> dict:
+    """Per-update self time (ms) of matmul operators and of everything else, from torch's profiler
+    over `updates` calls, with the five costliest other operators. CPU: operator self CPU time (the
+    profiler adds a little to every operator); CUDA: kernel time per operator, and `idle_ms` = the
+    part of the wall time the device was not running any kernel (launch-bound when large)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    saved = os.dup(2)                      # kineto logs profiler start/stop on fd 2: keep it quiet
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            with profile(activities=activities) as prof:
+                t = time.perf_counter()
+                for _ in range(updates):
+                    step()
+                if cuda:
+                    torch.cuda.synchronize()
+                wall = time.perf_counter() - t
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    times: dict[str, float] = {}                                                         # ms per update
+    for e in prof.key_averages():
+        times[_op_name(e.key)] = times.get(_op_name(e.key), 0.0) + getattr(e, attr) / 1e3 / updates
+    matmul = sum(t for k, t in times.items() if k in MATMUL_OPS)
+    other = {k: t for k, t in times.items() if k not in MATMUL_OPS and t > 0}
+    out = {"matmul_ms": matmul, "other_ms": sum(other.values()),
+           "top": sorted(other.items(), key=lambda kv: -kv[1])[:5]}
+    if cuda:
+        out["idle_ms"] = max(0.0, 1e3 * wall / updates - matmul - out["other_ms"])
+    return out
+
+
 def matmul_rate(device: str, n: int = 2048, repeats: int = 10) -> float:
     """The device's measured float32 matmul rate (FLOP/s) on n×n GEMMs: the ceiling updates are compared to."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -138,9 +191,11 @@ def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str) -> Varia
 def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: int = 17, act_dim: int = 6,
               rounds: int = 15, updates: int = 40, warmup: int = 20, device: str = "cpu",
               d3rlpy: bool = True, transitions: int = 100_000,
-              modes: list[str] = ["none"]) -> tuple[list[Variant], dict]:
+              modes: list[str] = ["none"], profile: bool = False) -> tuple[list[Variant], dict]:
     """Time every variant; returns the variants with their per-round rates and the environment.
-    `modes`: offrl.fast modes to time for every offrl agent and seed count (eager is "none")."""
+    `modes`: offrl.fast modes to time for every offrl agent and seed count (eager is "none").
+    `profile`: after the timed rounds, profile `updates` updates of every offrl variant, round-robin
+    over PROFILE_ROUNDS rounds, and keep the round with the median matmul time."""
     modes = ["none"] + [m for m in modes if m != "none"]     # the eager twin is always timed
     for mode in modes:
         check_mode(mode, device)
@@ -182,6 +237,14 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
                 v.step()
             sync()
             v.rates.append(updates / (time.perf_counter() - t))
+    if profile:
+        ours = [v for v in variants if v.name.startswith("offrl")]
+        runs: dict[str, list[dict]] = {v.name: [] for v in ours}
+        for _ in range(PROFILE_ROUNDS):
+            for v in ours:
+                runs[v.name].append(profile_step(v.step, device, updates))
+        for v in ours:
+            v.profile = sorted(runs[v.name], key=lambda r: r["matmul_ms"])[PROFILE_ROUNDS // 2]
     env = {"device": device if device == "cpu" else torch.cuda.get_device_name(), "torch": torch.__version__,
            "matmul_flops": matmul_rate(device),
            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
@@ -233,4 +296,30 @@ def speed_table(variants: list[Variant], env: dict) -> str:
                    key=lambda v: float(np.median(v.rates)) * v.seeds)
         rate = float(np.median(best.rates)) * best.seeds
         lines.append(f"- {agent}: {TABLE_RUNS * TABLE_UPDATES / rate / 3600:.1f} h ({best.name}, {rate:.0f} seed-updates/s)")
+    if any(v.profile for v in variants):
+        lines += ["", profile_table(variants, env)]
+    return "\n".join(lines)
+
+
+def profile_table(variants: list[Variant], env: dict) -> str:
+    """Markdown: where an update's time goes, per profiled variant (see `profile_step`)."""
+    cuda = env["device"] != "cpu"
+    unit = "kernel" if cuda else "self CPU"
+    lines = ["## Where the time goes", "",
+             f"torch profiler, {env['updates']} updates per variant in each of {PROFILE_ROUNDS} round-robin rounds, "
+             f"the round with the median matmul time; ms per update of operator {unit} time. ms/update: the timed "
+             "rounds above (median). matmul GFLOP/s: counted FLOPs over the profiled matmul time, i.e. the rate "
+             "the update's own products run at in place." + (" idle: wall time with no kernel running." if cuda else ""),
+             "", "| variant | ms/update | matmul ms | matmul GFLOP/s | other ops ms |" + (" idle ms |" if cuda else "")
+             + " costliest other operators (ms) |",
+             "|---|---|---|---|---|" + ("---|" if cuda else "") + "---|"]
+    for v in variants:
+        if not v.profile:
+            continue
+        p = v.profile
+        rate = f"{v.flops / (p['matmul_ms'] / 1e3) / 1e9:.0f}" if v.flops and p["matmul_ms"] > 0 else ""
+        top = ", ".join(f"{k} {t:.2f}" for k, t in p["top"])
+        idle = f" {p['idle_ms']:.2f} |" if cuda else ""
+        lines.append(f"| {v.name} | {1e3 / float(np.median(v.rates)):.2f} | {p['matmul_ms']:.2f} | {rate} "
+                     f"| {p['other_ms']:.2f} |{idle} {top} |")
     return "\n".join(lines)
