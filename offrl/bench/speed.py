@@ -42,7 +42,7 @@ class Variant:
     rates: list[float]
     mode: str = "none"                  # offrl.fast mode: none (eager) | compile | cuda-graphs
     warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
-    flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode; offrl)
+    flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
     profile: dict | None = None         # where an update's time goes (`profile_step`; with --profile)
 
@@ -223,12 +223,12 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
             v.step()
         sync()
         v.warmup_s = time.perf_counter() - t
-        if v.name.startswith("offrl"):
-            eager = next(w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none")
-            # A compiled step does the same math; its FLOPs are counted on the eager twin (the counter
-            # cannot see inside compiled graphs).
-            v.flops = count_flops(v.step) if v.mode == "none" else eager.flops
-            v.peak_bytes = peak_memory(v.step, device)
+        # A compiled step does the same math; its FLOPs are counted on the eager twin (the counter
+        # cannot see inside compiled graphs). d3rlpy's updates are counted the same way.
+        eager = next(w for w in variants if w.name.split(" ")[0] == v.name.split(" ")[0] and w.agent == v.agent
+                     and w.seeds == v.seeds and w.mode == "none")
+        v.flops = count_flops(v.step) if v.mode == "none" else eager.flops
+        v.peak_bytes = peak_memory(v.step, device)
     for _ in range(rounds):
         for v in variants:
             sync()
