@@ -33,6 +33,20 @@ def test_profile_splits_an_update_into_matmul_and_other_time():
     assert "## Where the time goes" in table and table.count("| offrl bc ×") == 4
 
 
+def test_split_times_counts_each_kernel_once():
+    from offrl.bench.speed import split_times
+
+    # (name, is a device kernel, self CPU µs, self device µs) over 2 updates; binary-exact values
+    rows = [("aten::bmm", False, 500.0, 250.0), ("aten::relu", False, 250.0, 125.0),
+            ("Optimizer.step#CachedAdam.step", False, 125.0, 0.0),
+            ("ampere_sgemm_128x64_nn", True, 0.0, 250.0), ("vectorized_elementwise_kernel", True, 0.0, 125.0)]
+    cpu = split_times(rows, updates=2, wall_s=0.004, cuda=False)
+    assert cpu["matmul_ms"] == 0.25 and cpu["other_ms"] == 0.1875
+    assert cpu["top"] == [("relu", 0.125), ("CachedAdam.step (Python)", 0.0625)]
+    gpu = split_times(rows, updates=2, wall_s=0.004, cuda=True)   # operator rows repeat their kernels' time
+    assert gpu["matmul_ms"] == 0.125 and gpu["other_ms"] == 0.0625 and gpu["idle_ms"] == 2.0 - 0.1875
+
+
 def test_counted_flops_of_a_linear_layer():
     from offrl.bench.speed import count_flops
     from offrl.nets import Linear

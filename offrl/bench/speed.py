@@ -94,8 +94,10 @@ def peak_memory(step: Callable[[], object], device: str) -> int:
     return int(peak)
 
 
-# Operators whose self time is matrix-multiply work (batched member-axis layers use baddbmm/bmm).
+# Operators whose self time is matrix-multiply work (batched member-axis layers use baddbmm/bmm), and
+# the name fragments of GPU matmul kernels (cuBLAS/CUTLASS GEMMs).
 MATMUL_OPS = frozenset({"mm", "bmm", "baddbmm", "addmm", "addbmm", "mv", "addmv", "dot"})
+MATMUL_KERNELS = ("gemm", "cutlass", "cublas", "matmul", "xmma")
 
 
 def _op_name(key: str) -> str:
@@ -109,11 +111,31 @@ def _op_name(key: str) -> str:
     return key.removeprefix("aten::")
 
 
+def split_times(rows: list[tuple[str, bool, float, float]], updates: int, wall_s: float, cuda: bool) -> dict:
+    """Matmul vs other time per update (ms) from profiler rows (name, is a device kernel, self CPU µs,
+    self device µs). CPU: operators' self CPU time. CUDA: kernel rows only — an operator row's self
+    device time repeats its kernels' — split by kernel name, plus `idle_ms`, the wall time with no
+    kernel running (launch-bound when large); kernel names are cut to 60 characters."""
+    times: dict[str, float] = {}
+    for name, is_kernel, self_cpu, self_device in rows:
+        if cuda != is_kernel:
+            continue
+        key = name[:60] if cuda else _op_name(name)
+        times[key] = times.get(key, 0.0) + (self_device if cuda else self_cpu) / 1e3 / updates
+    is_matmul = ((lambda k: any(f in k.lower() for f in MATMUL_KERNELS)) if cuda else (lambda k: k in MATMUL_OPS))
+    matmul = sum(t for k, t in times.items() if is_matmul(k))
+    other = {k: t for k, t in times.items() if not is_matmul(k) and t > 0}
+    out = {"matmul_ms": matmul, "other_ms": sum(other.values()),
+           "top": sorted(other.items(), key=lambda kv: -kv[1])[:5]}
+    if cuda:
+        out["idle_ms"] = max(0.0, 1e3 * wall_s / updates - matmul - out["other_ms"])
+    return out
+
+
 def profile_step(step: Callable[[], object], device: str, updates: int) -> dict:
-    """Per-update self time (ms) of matmul operators and of everything else, from torch's profiler
-    over `updates` calls, with the five costliest other operators. CPU: operator self CPU time (the
-    profiler adds a little to every operator); CUDA: kernel time per operator, and `idle_ms` = the
-    part of the wall time the device was not running any kernel (launch-bound when large)."""
+    """Where `updates` calls' time goes, from torch's profiler (`split_times`). On the CPU the profiler
+    adds a little to every operator's time."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.startswith("cuda")
@@ -132,17 +154,9 @@ def profile_step(step: Callable[[], object], device: str, updates: int) -> dict:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
-    times: dict[str, float] = {}                                                         # ms per update
-    for e in prof.key_averages():
-        times[_op_name(e.key)] = times.get(_op_name(e.key), 0.0) + getattr(e, attr) / 1e3 / updates
-    matmul = sum(t for k, t in times.items() if k in MATMUL_OPS)
-    other = {k: t for k, t in times.items() if k not in MATMUL_OPS and t > 0}
-    out = {"matmul_ms": matmul, "other_ms": sum(other.values()),
-           "top": sorted(other.items(), key=lambda kv: -kv[1])[:5]}
-    if cuda:
-        out["idle_ms"] = max(0.0, 1e3 * wall / updates - matmul - out["other_ms"])
-    return out
+    rows = [(e.key, e.device_type != DeviceType.CPU, e.self_cpu_time_total, e.self_device_time_total)
+            for e in prof.key_averages()]
+    return split_times(rows, updates, wall, cuda)
 
 
 def matmul_rate(device: str, n: int = 2048, repeats: int = 10) -> float:
