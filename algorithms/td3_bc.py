@@ -25,7 +25,8 @@ class TD3BCConfig(AgentConfig):
 
 @register("td3_bc")
 class TD3BC(Agent):
-    """TD3+BC. Faithfulness: defaults from the paper and its official code; deviations: none."""
+    """TD3+BC: TD3 whose actor also regresses onto dataset actions, with Q scaled by λ = α/mean|Q|.
+    Faithfulness: defaults from the paper and its official code; deviations: none."""
     Config = TD3BCConfig
 
     def __init__(self, spec, cfg: TD3BCConfig, seeds, device="cpu"):

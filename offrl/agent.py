@@ -194,8 +194,9 @@ def register(name: str):
             raise OffrlError(f"agent name {name!r} is already registered by {REGISTRY[name].__module__}; "
                              "choose another name")
         cls.name = name
-        if not cls.summary:
-            cls.summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        if not cls.summary:             # the docstring's first sentence (`offrl agents` prints one line each)
+            text = " ".join((cls.__doc__ or "").split())
+            cls.summary = text.split(". ", 1)[0].rstrip(".") + "." if text else ""
         REGISTRY[name] = cls
         return cls
     return deco

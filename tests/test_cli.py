@@ -70,8 +70,10 @@ def test_bad_input_fails_before_any_work(tmp_path, args, message):
 def test_agents_and_datasets_commands():
     p = offrl("agents", "--plugin", PLUGIN)
     assert p.returncode == 0
-    names = [line.split()[0] for line in p.stdout.splitlines()]
-    assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq"} <= set(names)
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in p.stdout.splitlines()}
+    assert {"bc", "td3_bc", "iql", "sac", "stock_ac", "plugin_bcq"} <= set(lines)
+    # one line each: the docstring's first sentence, whole
+    assert lines["iql"] == "Implicit Q-Learning, offline and offline-to-online."
     p = offrl("datasets", "info", DATA)
     assert p.returncode == 0 and "transitions              6501" in p.stdout
     p = offrl("datasets", "list")
