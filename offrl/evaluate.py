@@ -6,6 +6,7 @@ vector env pays off.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any, Callable
 
@@ -54,14 +55,39 @@ def time_limit_of(env_id: str) -> int:
     return int(limit._max_episode_steps)
 
 
+class MujocoWarning(UserWarning):
+    """A warning from MuJoCo's C library, which by default prints each one to stdout, every time."""
+
+
+def route_mujoco_warnings() -> None:
+    """Make MuJoCo's C-level warnings Python `MujocoWarning`s (unless a handler is installed already),
+    so Python's filters apply: each distinct message shows once per process, and `make_env` silences
+    the deprecated `settotalmass` attribute of Gymnasium's own HalfCheetah XML, which MuJoCo 3.3+
+    otherwise prints on every model compile. Simulation-instability warnings still show."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def _mujoco_warning(message: str) -> None:
+    try:
+        warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
+    except Exception:     # e.g. under -W error: an exception crossing MuJoCo's C frames aborts the process
+        print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+
 def make_env(env_id: str, time_feature: bool = False) -> gym.Env:
     """A Gymnasium env acting in [-1, 1] (rescaled to the env's own bounds), with a clear error for
     unknown ids; `time_feature` appends t/T to observations (see `TimeFeature`)."""
     import offrl.envs  # noqa: F401  (registers offrl's own ids, e.g. offrl/RiskyInvertedPendulum-v5)
 
+    route_mujoco_warnings()
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*settotalmass.*")
+            warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
             env = gym.make(env_id)
     except gym.error.Error as e:
         raise OffrlError(f"cannot make env {env_id!r}: {e}; pass a Gymnasium id such as Hopper-v5 with --env") from None

@@ -207,3 +207,32 @@ def _box_n(n):
 def test_to_episodes_round_trips(pendulum_dataset):
     again = Dataset.from_episodes(pendulum_dataset.to_episodes(), where="x")
     assert again.content_hash() == pendulum_dataset.content_hash()
+
+
+def test_make_env_silences_a_deprecated_xml_attribute_but_not_instability(capfd):
+    """MuJoCo prints C-level warnings straight to stdout; `make_env` routes them into Python warnings,
+    hides the `settotalmass` deprecation of Gymnasium's HalfCheetah XML and keeps the rest."""
+    import ctypes
+
+    import mujoco
+    from offrl.evaluate import MujocoWarning, make_env
+
+    make_env("HalfCheetah-v5").close()
+    ctypes.CDLL(None).fflush(None)                      # C stdio is buffered: flush before reading fd 1/2
+    out, err = capfd.readouterr()
+    assert "settotalmass" not in out + err
+    env = make_env("InvertedPendulum-v5")
+    env.reset(seed=0)
+    sim = env.unwrapped
+    sim.data.qvel[:] = np.inf
+    with pytest.warns(MujocoWarning, match="simulation is unstable"):
+        mujoco.mj_step(sim.model, sim.data)
+    env.close()
+    # Under -W error the warning cannot become an exception (one crossing MuJoCo's C frames aborts
+    # the process): it is printed instead.
+    import subprocess
+    import sys
+    code = ("import numpy as np, mujoco; from offrl.evaluate import make_env; e = make_env('InvertedPendulum-v5'); "
+            "e.reset(seed=0); s = e.unwrapped; s.data.qvel[:] = np.inf; mujoco.mj_step(s.model, s.data)")
+    p = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "simulation is unstable" in p.stderr, p.stderr
