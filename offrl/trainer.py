@@ -25,7 +25,7 @@ from offrl.envs import find_task
 from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
-from offrl.utils import atomic_write, closest, write_json
+from offrl.utils import atomic_write, check_device, closest, write_json
 
 
 class NonFiniteError(OffrlError):
@@ -101,6 +101,7 @@ class Trainer:
             raise OffrlError("nothing to do: both --steps and --online-steps are 0")
         if run.dataset is None and run.steps > 0:
             raise OffrlError("offline steps need a dataset: pass --dataset, or --steps 0 for an online-only run")
+        check_device(run.device)
         check_mode(run.compile_mode, run.device)
         self.ckpt_path = self.out / "checkpoint.pt"
         if self.out.exists() and (self.ckpt_path.exists() or (self.out / "final.json").exists()) and not resume:

@@ -49,3 +49,24 @@ def closest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the valid choice closest to `name`, or '' when none is close."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def check_device(device: str) -> None:
+    """Raise before any work if `device` is not a torch device this machine has (cpu, cuda, cuda:N)."""
+    import torch
+
+    from offrl import OffrlError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OffrlError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise OffrlError(f"--device {device!r}: {build} (torch {torch.__version__}); use --device cpu, or "
+                             "install a CUDA build of torch on a machine with a GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OffrlError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise OffrlError(f"--device {device!r}: offrl runs on cpu or cuda")

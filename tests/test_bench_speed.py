@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from offrl.bench.speed import run_speed, speed_table
 
 
@@ -65,7 +67,11 @@ def test_counted_flops_of_a_linear_layer():
     assert count_flops(every_other, calls=4) == 3 * 8 * 16 * 32
 
 
-def test_bench_speed_cli_rejects_unknown_agents(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "speed", "--agents", "td3_bc,iqll"],
+@pytest.mark.parametrize("args,message", [
+    (["--agents", "td3_bc,iqll"], "did you mean 'iql'"),
+    (["--device", "gpu"], "is not a torch device"),
+])
+def test_bench_speed_cli_rejects_bad_input(args, message):
+    p = subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "speed", *args],
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and "did you mean 'iql'" in p.stderr
+    assert p.returncode == 2 and message in p.stderr, p.stderr

@@ -57,6 +57,8 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     (["--agent", "td3_bc", "--env", "Hopper-v5"], "observation shape"),
     (["--agent", "td3_bc", "--env", "NoSuchEnv-v0"], "cannot make env"),
     (["--agent", "td3_bc", "--seeds", "0"], "--seeds must be"),
+    (["--agent", "td3_bc", "--device", "gpu"], "is not a torch device; use cpu, cuda or cuda:N"),
+    (["--agent", "td3_bc", "--device", "cuda:99"], "--device 'cuda:99': "),   # no CUDA, or no 100th GPU
 ])
 def test_bad_input_fails_before_any_work(tmp_path, args, message):
     if "--dataset" not in args:

@@ -23,6 +23,7 @@ from offrl.agent import Spec, get_agent, resolve_config
 from offrl.buffer import Buffer
 from offrl.data import Dataset
 from offrl.fast import check_mode, update_step
+from offrl.utils import check_device
 
 # d3rlpy config classes of the agents both libraries have (their defaults match the papers too).
 D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig"}
@@ -211,6 +212,7 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
     `profile`: after the timed rounds, profile `updates` updates of every offrl variant, round-robin
     over PROFILE_ROUNDS rounds, and keep the round with the median matmul time."""
     modes = ["none"] + [m for m in modes if m != "none"]     # the eager twin is always timed
+    check_device(device)
     for mode in modes:
         check_mode(mode, device)
     data = synthetic_dataset(transitions, obs_dim, act_dim)
