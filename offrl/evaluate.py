@@ -45,9 +45,7 @@ class TimeFeature(gym.Wrapper):
 
 def time_limit_of(env_id: str) -> int:
     """The env's max_episode_steps (what `time_feature` divides by)."""
-    import offrl.envs  # noqa: F401
-
-    env = gym.make(env_id)
+    env = _gym_make(env_id)
     limit = _time_limit(env)
     env.close()
     if limit is None:
@@ -61,7 +59,7 @@ class MujocoWarning(UserWarning):
 
 def route_mujoco_warnings() -> None:
     """Make MuJoCo's C-level warnings Python `MujocoWarning`s (unless a handler is installed already),
-    so Python's filters apply: each distinct message shows once per process, and `make_env` silences
+    so Python's filters apply: each distinct message shows once per process, and `_gym_make` silences
     the deprecated `settotalmass` attribute of Gymnasium's own HalfCheetah XML, which MuJoCo 3.3+
     otherwise prints on every model compile. Simulation-instability warnings still show."""
     try:
@@ -70,6 +68,17 @@ def route_mujoco_warnings() -> None:
         return
     if mujoco.get_mju_user_warning() is None:
         mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def _gym_make(env_id: str) -> gym.Env:
+    """gym.make with offrl's own ids registered and MuJoCo's compile-time noise silenced (see
+    `route_mujoco_warnings`); `make_env` and `time_limit_of` make their envs here."""
+    import offrl.envs  # noqa: F401  (registers offrl's own ids, e.g. offrl/RiskyInvertedPendulum-v5)
+
+    route_mujoco_warnings()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
+        return gym.make(env_id)
 
 
 def _mujoco_warning(message: str) -> None:
@@ -82,13 +91,8 @@ def _mujoco_warning(message: str) -> None:
 def make_env(env_id: str, time_feature: bool = False) -> gym.Env:
     """A Gymnasium env acting in [-1, 1] (rescaled to the env's own bounds), with a clear error for
     unknown ids; `time_feature` appends t/T to observations (see `TimeFeature`)."""
-    import offrl.envs  # noqa: F401  (registers offrl's own ids, e.g. offrl/RiskyInvertedPendulum-v5)
-
-    route_mujoco_warnings()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
-            env = gym.make(env_id)
+        env = _gym_make(env_id)
     except gym.error.Error as e:
         raise OffrlError(f"cannot make env {env_id!r}: {e}; pass a Gymnasium id such as Hopper-v5 with --env") from None
     space = env.action_space

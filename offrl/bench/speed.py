@@ -14,7 +14,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -65,6 +65,22 @@ def count_flops(step: Callable[[], object], calls: int = FLOP_UPDATES) -> float:
     return float(counter.get_total_flops()) / calls
 
 
+@contextlib.contextmanager
+def _quiet_profile(**kw: Any) -> Iterator[Any]:
+    """torch.profiler.profile(**kw) with file descriptor 2 silenced: kineto logs start and stop there."""
+    from torch.profiler import profile
+
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            with profile(**kw) as prof:
+                yield prof
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(step: Callable[[], object], device: str) -> int:
     """Peak bytes of tensors allocated during one call above those already live. CUDA: the caching
     allocator's peak statistic; CPU: the running sum of torch's allocation events (profiler)."""
@@ -75,17 +91,10 @@ def peak_memory(step: Callable[[], object], device: str) -> int:
         step()
         torch.cuda.synchronize()
         return int(torch.cuda.max_memory_allocated() - base)
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
-    saved = os.dup(2)                      # kineto logs profiler start/stop on fd 2: keep it quiet
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-                step()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _quiet_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
     # Each operator event carries the bytes it allocated itself; frees are "[memory]" events with
     # negative sizes. Replayed in time order, their running sum peaks at the update's peak.
     live = peak = 0
@@ -137,24 +146,16 @@ def profile_step(step: Callable[[], object], device: str, updates: int) -> dict:
     """Where `updates` calls' time goes, from torch's profiler (`split_times`). On the CPU the profiler
     adds a little to every operator's time."""
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     cuda = device.startswith("cuda")
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    saved = os.dup(2)                      # kineto logs profiler start/stop on fd 2: keep it quiet
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            with profile(activities=activities) as prof:
-                t = time.perf_counter()
-                for _ in range(updates):
-                    step()
-                if cuda:
-                    torch.cuda.synchronize()
-                wall = time.perf_counter() - t
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _quiet_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        t = time.perf_counter()
+        for _ in range(updates):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
     rows = [(e.key, e.device_type != DeviceType.CPU, e.self_cpu_time_total, e.self_device_time_total)
             for e in prof.key_averages()]
     return split_times(rows, updates, wall, cuda)
@@ -239,11 +240,11 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
             v.step()
         sync()
         v.warmup_s = time.perf_counter() - t
-        # A compiled step does the same math; its FLOPs are counted on the eager twin (the counter
-        # cannot see inside compiled graphs). d3rlpy's updates are counted the same way.
-        eager = next(w for w in variants if w.name.split(" ")[0] == v.name.split(" ")[0] and w.agent == v.agent
-                     and w.seeds == v.seeds and w.mode == "none")
-        v.flops = count_flops(v.step) if v.mode == "none" else eager.flops
+        # A compiled step does the same math; its FLOPs are those of its eager twin, timed before it
+        # (the counter cannot see inside compiled graphs). d3rlpy's updates are eager and counted too.
+        v.flops = count_flops(v.step) if v.mode == "none" else next(
+            w.flops for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
+            and w.name.startswith("offrl"))
         v.peak_bytes = peak_memory(v.step, device)
     for _ in range(rounds):
         for v in variants:
