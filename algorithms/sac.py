@@ -21,7 +21,6 @@ class SACConfig(AgentConfig):
     target_entropy_scale: float = 1.0  # target entropy = −scale·|A|
     log_std_min: float = -20.0         # clamp of the policy's log σ
     log_std_max: float = 2.0
-    random_steps: int = 5000           # uniform-random env steps before the policy acts (from scratch)
     hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes
 
 
@@ -30,6 +29,7 @@ class SAC(Agent):
     """Soft Actor-Critic with twin critics and learned α. Faithfulness: SAC v2 (Haarnoja et al. 2018b)
     defaults; the critic loss sums the twin MSEs as CleanRL/TD3 do (the paper's ½ factor only rescales)."""
     Config = SACConfig
+    LOOP_DEFAULTS = {"random_steps": 5000}   # uniform-random env steps before the policy acts (from scratch)
 
     def __init__(self, spec, cfg: SACConfig, seeds, device="cpu"):
         super().__init__(spec, cfg, seeds, device)

@@ -60,6 +60,7 @@ from torch import Tensor
 
 from offrl import OffrlError
 from offrl.agent import Agent, AgentConfig, register
+from offrl.buffer import NStep
 from offrl.nets import MLP, Critic, DeterministicActor, per_seed_mean, quantile_huber_loss, soft_update, target
 from offrl.risk import objective as make_objective
 
@@ -152,6 +153,10 @@ class StockAC(Agent):
             self.optimizer("value", self.value.parameters(), cfg.critic_lr)
         self.to(self.device)
 
+    def columns(self):
+        """The episode's past for trajectory relabelling; n-step offline rows when n_step > 1."""
+        return ("elapsed", "past_return") + ((NStep(self.cfg.n_step),) if self.cfg.n_step > 1 else ())
+
     @staticmethod
     def _stock_range(spec, cfg: StockACConfig) -> tuple[float, float]:
         """[c_lo, c_hi] = [−G_max, −G_min] in raw return units, from the config or the dataset."""
@@ -182,9 +187,9 @@ class StockAC(Agent):
 
         `trajectory`: c is the episode's initial stock c_0 and the row gets the stock its episode would
         have reached, C_t = (c_0 + Σ_{k<t} γ^k r_k)/γ^t, clipped: the (time, stock) pairs a deployed agent
-        meets, rather than stocks no trajectory through the state reaches. `uniform` (or rows without
-        their episode's past, e.g. online ones): c itself."""
-        if self.cfg.stock_relabel != "trajectory" or b.past_return is None:
+        meets, rather than stocks no trajectory through the state reaches. `uniform`: c itself (and so
+        for online rows whose episode is still running: their past columns hold 0 until it ends)."""
+        if self.cfg.stock_relabel != "trajectory":
             return c
         return ((c + b.past_return * self.cfg.reward_scale) / self.cfg.gamma ** b.elapsed).clamp(self.c_lo, self.c_hi)
 
@@ -218,7 +223,7 @@ class StockAC(Agent):
         # every random draw of the agent a randn_like on an [S, ...] tensor).
         u = 0.5 * (1 + torch.erf(torch.randn_like(r) / math.sqrt(2)))
         c = self.relabel(self.c_lo + (self.c_hi - self.c_lo) * u, b)
-        c2, discount = self.next_stock(c, r, b.horizon)
+        c2, discount = self.next_stock(c, r, b.horizon if self.cfg.n_step > 1 else None)
         x, x2 = self._with_stock(b.obs, c), self._with_stock(b.next_obs, c2)
         metrics: dict[str, torch.Tensor] = {}
         if cfg.target == "in_sample":

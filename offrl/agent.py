@@ -19,7 +19,7 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -41,16 +41,37 @@ class AgentConfig:
     gamma: float = 0.99                # discount factor
     normalize_obs: bool = False        # standardise observations with the dataset's mean/std (+1e-3)
     reward_transform: str = "none"     # none | iql_locomotion (r·1000/(R_max−R_min)) | antmaze (r−1)
+    time_feature: bool = False         # append t/T to observations; reaching the time limit T is terminal
+
+
+@dataclass
+class LoopConfig:
+    """The run's buffer and loop settings (not the agent's): set with the same `--set key=value` as agent
+    fields, and resolved like them: these defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain]
+    and DEFAULTS['o2o'] entries that name these keys → the run's overrides."""
     buffer_mixing: str = "union"       # O2O batches: union | fixed | annealed (see offrl.buffer.Mixing)
     offline_fraction: float = 0.5      # offline share of a batch for fixed/annealed mixing
     offline_fraction_floor: float = 0.0  # final offline share for annealed mixing
     anneal_steps: int = 100_000        # online steps over which annealed mixing reaches its floor
     utd: int = 1                       # gradient steps per environment step online
-    time_feature: bool = False         # append t/T to observations; reaching the time limit T is terminal
     random_steps: int = 0              # uniform-random env steps before the policy acts (online from scratch)
 
     def mixing(self) -> Mixing:
         return Mixing(self.buffer_mixing, self.offline_fraction, self.offline_fraction_floor, self.anneal_steps)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What `Agent.on_phase` is told when a phase starts.
+
+    name: "offline" or "online"; steps: this phase's length (gradient steps offline, env steps per seed
+    online); offline_steps, online_steps: the run's two budgets; previous: the phase that just ended
+    ("offline" at the offline → online switch, None for a run's first phase)."""
+    name: str
+    steps: int
+    offline_steps: int
+    online_steps: int
+    previous: str | None = None
 
 
 @dataclass
@@ -79,8 +100,11 @@ class Agent(nn.Module):
     Config: ClassVar[type[AgentConfig]] = AgentConfig
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    # Per-domain (and "o2o") hyper-parameter overrides, applied over the dataclass defaults.
+    # Per-domain (and "o2o") hyper-parameter overrides, applied over the dataclass defaults; entries may
+    # name LoopConfig keys too (e.g. an agent's O2O mixing scheme or UTD).
     DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The agent's own loop settings in every domain (e.g. SAC's random warm-up steps).
+    LOOP_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: Spec, cfg: AgentConfig, seeds: int, device: torch.device | str = "cpu"):
         super().__init__()
@@ -100,6 +124,7 @@ class Agent(nn.Module):
         # Per-episode state of agents whose policy depends on the history (e.g. a stock): tensors
         # [S, E, ...] kept between `begin_episodes`/`observe` calls and saved in checkpoints.
         self.episode_state: dict[str, Tensor] = {}
+        self.phase = ""               # the phase running now ("offline" | "online"), saved in checkpoints
 
     # --- helpers for subclasses ---
     def optimizer(self, name: str, params: Any, lr: float, **kw: Any) -> torch.optim.Optimizer:
@@ -110,6 +135,13 @@ class Agent(nn.Module):
         self.optimizers[name] = opt
         self._opt_params[name] = [p for g in opt.param_groups for p in g["params"]]
         return opt
+
+    def reset_optimizer(self, name: str) -> None:
+        """Forget optimiser `name`'s moments and step counts (e.g. at the offline → online switch)."""
+        opt = self.optimizers[name]
+        opt.state.clear()
+        if isinstance(opt, CachedAdam):
+            opt._lists = None
 
     @torch.compiler.disable
     def minimize(self, name: str, loss: Tensor) -> None:
@@ -137,6 +169,28 @@ class Agent(nn.Module):
         return b._replace(obs=self.normalize(b.obs), reward=reward, next_obs=self.normalize(b.next_obs))
 
     # --- the interface ---
+    def columns(self) -> tuple[Any, ...]:
+        """Extra per-row quantities this agent reads from its batches (`offrl.buffer`): names of registered
+        columns ("return_to_go", "elapsed", "past_return", "episode"), `Column` objects of its own, and
+        `NStep(n)` for n-step offline rows (adds `horizon`). Each becomes a Batch field of that name."""
+        return ()
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """Further data sources this agent wants in its buffer: {name: {"factory": registered source name
+        or callable (buffer, agent, **settings) → Source, **settings}} (see `offrl.buffer.register_source`)."""
+        return {}
+
+    def on_phase(self, phase: Phase) -> None:
+        """Called when a phase starts (`phase.name` is "offline" or "online"; at the switch `phase.previous`
+        is "offline"), before its first step, and never again for that phase when a run resumes. Reset
+        optimisers, change weights or switch schedules here; whatever it changes must live in the
+        checkpoint (modules, optimisers, schedulers, `episode_state`)."""
+
+    def start_phase(self, phase: Phase) -> None:
+        """The trainer's call: record the phase, then the agent's hook."""
+        self.phase = phase.name
+        self.on_phase(phase)
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         """One gradient step on a batch [S, B, ...]; returns detached metrics, each [S]."""
         raise NotImplementedError
@@ -158,7 +212,7 @@ class Agent(nn.Module):
                 "seeds": self.seeds, "num_updates": self.num_updates, "nets": super().state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "episode_state": {k: v.clone() for k, v in self.episode_state.items()}}
+                "episode_state": {k: v.clone() for k, v in self.episode_state.items()}, "phase": self.phase}
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
         if state.get("agent") != self.name:
@@ -177,6 +231,7 @@ class Agent(nn.Module):
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.episode_state = {k: v.to(self.device) for k, v in state.get("episode_state", {}).items()}
+        self.phase = state.get("phase", "")
 
 
 # --- registry ---
@@ -250,8 +305,9 @@ def parse_value(cfg_cls: type, key: str, text: Any) -> Any:
     """Convert `text` to the declared type of field `key`, or raise naming the field and the type."""
     fields = config_fields(cfg_cls)
     if key not in fields:
-        raise OffrlError(f"unknown config key {key!r} for {cfg_cls.__name__}{closest(key, fields)}; "
-                         f"valid keys: {', '.join(fields)}")
+        valid = [*fields, *(LOOP_KEYS if cfg_cls is not LoopConfig else ())]
+        raise OffrlError(f"unknown config key {key!r} for {cfg_cls.__name__}{closest(key, valid)}; "
+                         f"valid keys: {', '.join(valid)}")
     hints = typing.get_type_hints(cfg_cls)
     typ = hints[key]
     if not isinstance(text, str):
@@ -285,20 +341,49 @@ def parse_value(cfg_cls: type, key: str, text: Any) -> Any:
     return value
 
 
+LOOP_KEYS = frozenset(config_fields(LoopConfig))
+
+
+def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--set` overrides → (agent fields, loop settings): one flag for both, routed by name."""
+    agent, loop = {}, {}
+    for k, v in (overrides or {}).items():
+        (loop if k in LOOP_KEYS else agent)[k] = v
+    return agent, loop
+
+
+def _layered(agent_cls: type[Agent], domain: str, o2o: bool, keep: Callable[[str], bool]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in (agent_cls.LOOP_DEFAULTS, agent_cls.DEFAULTS.get(domain, {}),
+                  agent_cls.DEFAULTS.get("o2o", {}) if o2o else {}):
+        merged.update({k: v for k, v in layer.items() if keep(k)})
+    return merged
+
+
 def resolve_config(agent_cls: type[Agent], domain: str, o2o: bool,
                    overrides: dict[str, Any] | None = None) -> AgentConfig:
-    """Dataclass defaults → DEFAULTS[domain] → DEFAULTS['o2o'] (when fine-tuning online) → overrides."""
-    merged: dict[str, Any] = {}
-    merged.update(agent_cls.DEFAULTS.get(domain, {}))
-    if o2o:
-        merged.update(agent_cls.DEFAULTS.get("o2o", {}))
-    for k, v in (overrides or {}).items():
+    """Dataclass defaults → DEFAULTS[domain] → DEFAULTS['o2o'] (when fine-tuning online) → overrides.
+    Loop keys among the overrides are left for `resolve_loop`."""
+    merged = _layered(agent_cls, domain, o2o, lambda k: k not in LOOP_KEYS)
+    for k, v in split_overrides(overrides)[0].items():
         merged[k] = parse_value(agent_cls.Config, k, v)
     for k in list(merged):
         merged[k] = parse_value(agent_cls.Config, k, merged[k])
-    cfg = agent_cls.Config(**merged)
-    cfg.mixing()    # validates the mixing fields
-    return cfg
+    return agent_cls.Config(**merged)
+
+
+def resolve_loop(agent_cls: type[Agent], domain: str, o2o: bool,
+                 overrides: dict[str, Any] | None = None) -> LoopConfig:
+    """LoopConfig defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain] / ['o2o'] loop keys → overrides."""
+    merged = _layered(agent_cls, domain, o2o, lambda k: k in LOOP_KEYS)
+    merged.update(split_overrides(overrides)[1])
+    loop = LoopConfig(**{k: parse_value(LoopConfig, k, v) for k, v in merged.items()})
+    loop.mixing()    # validates the mixing fields
+    if loop.utd < 1:
+        raise OffrlError(f"utd (gradient steps per env step) must be ≥ 1, got {loop.utd}")
+    if loop.random_steps < 0:
+        raise OffrlError(f"random_steps must be ≥ 0, got {loop.random_steps}")
+    return loop
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

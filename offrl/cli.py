@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
-from offrl.data.generate import LEVELS
+from offrl.zoo import LEVELS
 from offrl.utils import slug
 
 
@@ -118,7 +118,7 @@ def _bench_speed(args: argparse.Namespace) -> int:
     table = speed_table(variants, env)
     print(table)
     if args.out:
-        command = "offrl bench speed " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "offrl bench speed"
+        command = " ".join(["offrl", *_with_bench_run(sys.argv[1:])]).replace("offrl bench run", "offrl bench")
         import importlib.util
         peer = ("d3rlpy was timed in the same rounds (install it without its dependencies: it pins "
                 "gymnasium==1.0.0: `pip install --no-deps d3rlpy==2.8.1` plus gym, click, structlog, colorama, "
@@ -130,7 +130,7 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _datasets_make(args: argparse.Namespace) -> int:
-    from offrl.data.generate import make_datasets
+    from offrl.zoo import make_datasets
 
     levels = args.levels.split(",") if args.levels else None
     make_datasets(args.env, levels, args.budget, args.out, args.root, args.seed, args.from_policies, args.force,
@@ -139,7 +139,7 @@ def _datasets_make(args: argparse.Namespace) -> int:
 
 
 def _datasets_report(args: argparse.Namespace) -> int:
-    from offrl.data.generate import shipped_policy_dirs, zoo_report
+    from offrl.zoo import shipped_policy_dirs, zoo_report
     from offrl.data.minari_io import datasets_root
     from offrl.utils import atomic_write
 
@@ -195,15 +195,18 @@ def _bench(args: argparse.Namespace) -> int:
 
     from offrl.bench.report import build_report, collect
     from offrl.bench.suite import load_suite
-    from offrl.bench.sweep import run_suite
+    from offrl.bench.sweep import build_missing, run_suite
 
     started = time.time()
-    suite = load_suite(args.suite)                       # every error before any run starts
+    suite = load_suite(args.suite, build_missing=True)   # every error before any run starts
+    build_missing(suite, progress=False if args.no_progress else None)
     out = Path(args.out or Path("runs") / suite.name)
     dirs = run_suite(suite, out, args.workers, args.launcher, args.address, args.gpus_per_task, args.force,
                      progress=False if args.no_progress else None)
     report_dir = Path(args.report_dir or Path("results") / suite.name)
-    command = "offrl bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "offrl bench"
+    # the regenerate line: the same command whether or not progress bars were shown
+    command = " ".join(a for a in ["offrl", *_with_bench_run(sys.argv[1:])] if a != "--no-progress").replace(
+        "offrl bench run", "offrl bench")
     report = build_report(collect(dirs), report_dir, title=f"Suite `{suite.name}`", command=command,
                           compare=suite.compare)
     text = report.read_text()
@@ -301,17 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--force", action="store_true")
     dc.set_defaults(func=_datasets_convert)
 
-    b = sub.add_parser("bench", help="run a benchmark suite and write its report (`offrl bench speed`: update speed)")
-    b.add_argument("suite", nargs="?", default="quick", help="suite name (offrl/bench/suites) or YAML file")
-    b.add_argument("--workers", type=int, default=2, help="parallel processes for the local launcher")
-    b.add_argument("--launcher", default="local", choices=["local", "ray"])
-    b.add_argument("--address", help="Ray cluster address (default: a local Ray on loopback)")
-    b.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task (fractions allowed)")
-    b.add_argument("--out", help="run directories (default runs/<suite>)")
-    b.add_argument("--report-dir", help="report folder (default results/<suite>)")
-    b.add_argument("--force", action="store_true", help="rerun finished runs")
-    b.add_argument("--no-progress", action="store_true")
-    b.set_defaults(func=_bench)
+    from offrl.bench.suite import SUITES_DIR
+
+    suites = ", ".join(sorted(x.stem for x in SUITES_DIR.glob("*.yaml")))
+    b = sub.add_parser("bench", help="benchmarks: run a suite and write its report (`bench run`), or time updates (`bench speed`)",
+                       description="`offrl bench [run] [SUITE]` runs a suite (default quick) and writes its report; "
+                                   "`offrl bench speed` times gradient updates. `offrl bench run --help` and "
+                                   "`offrl bench speed --help` list their options.",
+                       epilog=f"built-in suites: {suites}")
+    bsub = b.add_subparsers(dest="bench_command", metavar="{run,speed}")
+    b.set_defaults(func=_bench, suite="quick", workers=2, launcher="local", address=None, gpus_per_task=0.0, out=None,
+                   report_dir=None, force=False, no_progress=False)
+    br = bsub.add_parser("run", help="run a suite (the default: `offrl bench SUITE` means `offrl bench run SUITE`)",
+                         epilog=f"built-in suites: {suites}",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    br.add_argument("suite", nargs="?", default="quick", help="suite name (offrl/bench/suites) or YAML file")
+    br.add_argument("--workers", type=int, default=2, help="parallel processes for the local launcher")
+    br.add_argument("--launcher", default="local", choices=["local", "ray"], help="local processes or Ray tasks")
+    br.add_argument("--address", help="Ray cluster address (default: a local Ray on loopback)")
+    br.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task (fractions allowed)")
+    br.add_argument("--out", help="run directories (default runs/<suite>)")
+    br.add_argument("--report-dir", help="report folder (default results/<suite>)")
+    br.add_argument("--force", action="store_true", help="rerun finished runs")
+    br.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    br.set_defaults(func=_bench)
 
     r = sub.add_parser("report", help="a comparison report from run directories")
     r.add_argument("dirs", nargs="+", help="folders holding run directories (final.json)")
@@ -319,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default="offrl report")
     r.set_defaults(func=_report)
 
-    sp = argparse.ArgumentParser(prog="offrl bench speed",
-                                 description="updates/s per agent and seed count (d3rlpy side by side when installed)")
+    sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",
+                         description="updates/s per agent and seed count (d3rlpy side by side when installed)",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sp.add_argument("--agents", default="td3_bc,iql", help="comma-separated agent names")
     sp.add_argument("--seeds", default="1,4", help="comma-separated seed counts")
     sp.add_argument("--batch", type=int, default=256)
@@ -336,13 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also profile every offrl variant: matmul vs other operator time per update")
     sp.add_argument("--out", help="also write the table (with its command) to this Markdown file")
     sp.set_defaults(func=_bench_speed)
-    return p, sp
+    return p
+
+
+BENCH_COMMANDS = ("run", "speed")
+
+
+def _with_bench_run(argv: list[str]) -> list[str]:
+    """`offrl bench SUITE …` is short for `offrl bench run SUITE …` (and `offrl bench` for `bench run quick`)."""
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] not in BENCH_COMMANDS + ("-h", "--help"):
+        return ["bench", "run", *argv[1:]]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser, speed_parser = build_parser()
-    args = speed_parser.parse_args(argv[2:]) if argv[:2] == ["bench", "speed"] else parser.parse_args(argv)
+    args = build_parser().parse_args(_with_bench_run(argv))
     try:
         return args.func(args)
     except OffrlError as e:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from offrl import OffrlError, __version__
-from offrl.agent import Agent, Spec, get_agent, load_plugin, resolve_config
-from offrl.buffer import Buffer
+from offrl.agent import Agent, LoopConfig, Phase, Spec, get_agent, load_plugin, resolve_config, resolve_loop
+from offrl.buffer import SOURCES, Buffer
 from offrl.data import Dataset, load_dataset
 from offrl.envs import find_task
 from offrl.risk import risk_metrics
@@ -49,6 +49,9 @@ class RunConfig:
     steps: int = 1_000_000             # offline gradient steps
     online_steps: int = 0              # online env steps per seed after the offline phase
     online_capacity: int = 0           # online FIFO rows per seed (0: online_steps)
+    offline_data: bool = True          # the dataset's rows go into the buffer (false: it gives only the env,
+                                       # reference scores and statistics, e.g. an online-from-scratch reference row)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # further buffer sources: {name: {factory, share, …}}
     eval_every: int = 5000             # evaluate every k steps of each phase (0: only at the end)
     eval_episodes: int = 10            # evaluation episodes per seed (≥100 for the risk statistics)
     risk_thresholds: list[float] = field(default_factory=list)  # θ of P(G ≥ θ) in final.json's risk block
@@ -60,7 +63,7 @@ class RunConfig:
     download: bool = False             # fetch a missing Minari dataset from its remote
     snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
     plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent
-    agent_config: dict[str, Any] = field(default_factory=dict)  # agent overrides (--set key=value)
+    agent_config: dict[str, Any] = field(default_factory=dict)  # --set key=value: agent fields and LoopConfig keys
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -84,25 +87,180 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass
+class Assembly:
+    """Everything a run is built from, validated: `assemble` makes it, the Trainer runs it."""
+    dataset: Dataset | None
+    env_id: str | None
+    domain: str
+    cfg: Any                           # the agent's resolved config (an AgentConfig subclass)
+    loop: LoopConfig
+    spec: Spec
+    time_feature: bool
+    ref: tuple[float | None, float | None]
+    ref_source: str
+
+
+def check_run(run: RunConfig) -> type[Agent]:
+    """The checks that need no data: plug-ins, agent name, budgets, device and speed mode."""
+    for p in run.plugins:
+        load_plugin(p)
+    agent_cls = get_agent(run.agent)
+    if run.seeds < 1:
+        raise OffrlError(f"--seeds must be ≥ 1, got {run.seeds}")
+    if run.steps < 0 or run.online_steps < 0:
+        raise OffrlError("--steps and --online-steps must be ≥ 0")
+    if run.steps == 0 and run.online_steps == 0:
+        raise OffrlError("nothing to do: both --steps and --online-steps are 0")
+    if run.dataset is None and run.steps > 0:
+        raise OffrlError("offline steps need a dataset: pass --dataset, or --steps 0 for an online-only run")
+    if not run.offline_data and run.steps > 0:
+        raise OffrlError("offline_data=false keeps the dataset out of the buffer, so it needs --steps 0")
+    check_device(run.device)
+    check_mode(run.compile_mode, run.device)
+    return agent_cls
+
+
+def assemble(run: RunConfig, agent_cls: type[Agent], dataset: Dataset | None = None) -> Assembly:
+    """Load the data, fit it to the env, resolve the agent and loop configs; every check before any work."""
+    dataset = dataset if dataset is not None else (
+        load_dataset(run.dataset, download=run.download, env_id=run.env) if run.dataset else None)
+    env_id = run.env or (dataset.env_id if dataset else None)
+    needs_env = run.online_steps > 0 or run.eval_episodes > 0
+    if needs_env and env_id is None:
+        raise OffrlError(f"dataset {run.dataset} names no environment; pass --env ENV_ID "
+                         "(or --eval-episodes 0 for an offline run without evaluation)")
+    probe = make_env(env_id) if env_id else None
+    if dataset is not None and probe is not None:
+        raw = probe.unwrapped              # the env's own action units, before offrl's rescaling
+        dataset = dataclasses.replace(dataset.fit_to_env(raw.observation_space, raw.action_space),
+                                      env_id=dataset.env_id or env_id)
+    if dataset is not None:
+        obs_dim, act_dim = dataset.obs_dim, dataset.act_dim
+    else:
+        obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    if probe is not None:
+        probe.close()
+    task = find_task(run.dataset or "") or find_task(env_id or "")
+    domain = run.domain if run.domain != "auto" else (task.domain if task else "locomotion")
+    o2o = run.online_steps > 0
+    cfg = resolve_config(agent_cls, domain, o2o, run.agent_config)
+    loop = resolve_loop(agent_cls, domain, o2o, run.agent_config)
+    time_feature = bool(cfg.time_feature)
+    if time_feature:
+        if env_id is None:
+            raise OffrlError("time_feature=true needs the env's time limit: pass --env ENV_ID")
+        limit = time_limit_of(env_id)
+        if dataset is not None:
+            dataset = dataset.with_time_feature(limit)
+        obs_dim += 1
+    spec = Spec.from_dataset(dataset, domain) if dataset is not None else Spec(obs_dim, act_dim, domain)
+    ref = (dataset.ref_min_score, dataset.ref_max_score) if dataset else (None, None)
+    return Assembly(dataset, env_id, domain, cfg, loop, spec, time_feature, ref,
+                    dataset.ref_source if dataset else "none")
+
+
+def build_buffer(run: RunConfig, a: Assembly, agent: Agent, device: torch.device) -> Buffer:
+    """The buffer with the agent's declared columns and every further source (the agent's, then the run's)."""
+    buffer = Buffer(a.dataset if run.offline_data else None, run.seeds, device, run.online_capacity or run.online_steps,
+                    a.spec.obs_dim, a.spec.act_dim, a.loop.mixing(), seed=run.seed + 1, columns=agent.columns(),
+                    gamma=a.cfg.gamma)
+    for i, (name, settings) in enumerate({**agent.sources(), **run.sources}.items()):
+        settings = dict(settings)
+        factory = settings.pop("factory", name)
+        if isinstance(factory, str):
+            if factory not in SOURCES:
+                raise OffrlError(f"unknown buffer source {factory!r}{closest(factory, SOURCES)}; registered: "
+                                 f"{', '.join(sorted(SOURCES)) or 'none'} (offrl.buffer.register_source adds one)")
+            factory = SOURCES[factory]
+        settings.setdefault("seed", run.seed * 1_000_003 + 3 + i)
+        buffer.add_source(name, factory(buffer, agent, **settings))
+    return buffer
+
+
+class OnlineCollector:
+    """One env per seed, stepped in lockstep: the agent's actions in, transitions into the buffer.
+
+    Keeps the episode bookkeeping (returns, lengths, the reset-seed counter) and, for checkpoints, the
+    episodes in flight (MuJoCo physics, time-limit counters and env RNGs), so a resumed run continues
+    them exactly. Env i's k-th reset uses seed `base_seed + k·S + i`."""
+
+    def __init__(self, env_id: str, seeds: int, time_feature: bool, base_seed: int, device: torch.device,
+                 episodes: list[dict[str, Any]]):
+        self.envs = EnvBatch(env_id, seeds, time_feature)
+        self.S, self.base_seed, self.device, self.episodes = seeds, base_seed, device, episodes
+        self.episode_index = 0
+        self.ep_return, self.ep_len = np.zeros(seeds), np.zeros(seeds, np.int64)
+        self.obs: np.ndarray | None = None
+
+    def _t(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device)
+
+    def _reset(self, i: int) -> np.ndarray:
+        return self.envs.envs[i].reset(seed=self.base_seed + self.episode_index * self.S + i)[0]
+
+    def start(self, agent: Agent, saved: dict[str, Any] | None) -> None:
+        """Fresh episodes, or (resume) the saved ones mid-flight."""
+        if saved is not None:
+            self.episode_index = saved["episode_index"]
+            self.obs = saved["obs"].numpy().copy()
+            self.ep_return, self.ep_len = saved["ep_return"].numpy().copy(), saved["ep_len"].numpy().copy()
+            if saved["envs"] is not None:
+                for env, st in zip(self.envs.envs, saved["envs"]):
+                    env.reset(seed=0)
+                    restore_env_state(env, st)
+                return                   # (the agent's checkpoint holds its episode state)
+            # envs without a snapshot restart their episodes
+            self.ep_return[:], self.ep_len[:] = 0.0, 0
+        self.obs = np.stack([self._reset(i) for i in range(self.S)]).astype(np.float32)
+        self.episode_index += 1
+        agent.begin_episodes(self._t(self.obs)[:, None], torch.ones(self.S, 1, dtype=torch.bool, device=self.device))
+
+    def step(self, actions: np.ndarray, agent: Agent, buffer: Buffer, global_step: int) -> None:
+        """Step every env with actions [S, A]; store the transitions; reset the envs whose episode ended."""
+        obs, S = self.obs, self.S
+        next_obs = np.empty_like(obs)
+        rewards, terms = np.zeros(S, np.float32), np.zeros(S, np.float32)
+        for i, env in enumerate(self.envs.envs):
+            o2, r, term, trunc, _ = env.step(actions[i])
+            next_obs[i], rewards[i], terms[i] = o2, r, float(term)
+            self.ep_return[i] += r
+            self.ep_len[i] += 1
+            if term or trunc:
+                self.episodes.append({"step": global_step + 1, "seed": i, "return": float(self.ep_return[i]),
+                                      "length": int(self.ep_len[i])})
+                self.ep_return[i], self.ep_len[i] = 0.0, 0
+        rewards_t = self._t(rewards)
+        agent.observe(rewards_t[:, None])
+        buffer.add(self._t(obs), self._t(actions), rewards_t, self._t(next_obs), self._t(terms))
+        # Reset finished envs only after storing the true final observation.
+        finished = np.flatnonzero(self.ep_len == 0).tolist()
+        if finished:
+            buffer.end_episodes(finished)
+        for i in finished:
+            next_obs[i] = self._reset(i)
+        if finished:
+            self.episode_index += 1
+            agent.begin_episodes(self._t(next_obs)[:, None], self._t(self.ep_len == 0)[:, None])
+        self.obs = next_obs
+
+    def state(self) -> dict[str, Any]:
+        states = [env_state(e) for e in self.envs.envs]
+        return {"episode_index": self.episode_index, "obs": torch.from_numpy(self.obs.copy()),
+                "ep_return": torch.from_numpy(self.ep_return.copy()), "ep_len": torch.from_numpy(self.ep_len.copy()),
+                "envs": None if any(x is None for x in states) else states}
+
+    def close(self) -> None:
+        self.envs.close()
+
+
 class Trainer:
     """Builds dataset, buffer, agent and envs from a RunConfig, validating everything first, then runs."""
 
     def __init__(self, run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None,
                  dataset: Dataset | None = None):
         self.run, self.out, self.progress = run, Path(out), progress
-        for p in run.plugins:
-            load_plugin(p)
-        agent_cls = get_agent(run.agent)
-        if run.seeds < 1:
-            raise OffrlError(f"--seeds must be ≥ 1, got {run.seeds}")
-        if run.steps < 0 or run.online_steps < 0:
-            raise OffrlError("--steps and --online-steps must be ≥ 0")
-        if run.steps == 0 and run.online_steps == 0:
-            raise OffrlError("nothing to do: both --steps and --online-steps are 0")
-        if run.dataset is None and run.steps > 0:
-            raise OffrlError("offline steps need a dataset: pass --dataset, or --steps 0 for an online-only run")
-        check_device(run.device)
-        check_mode(run.compile_mode, run.device)
+        agent_cls = check_run(run)
         self.ckpt_path = self.out / "checkpoint.pt"
         if self.out.exists() and (self.ckpt_path.exists() or (self.out / "final.json").exists()) and not resume:
             raise OffrlError(f"run directory {self.out} already holds a run; pass --resume to continue it, "
@@ -117,61 +275,29 @@ class Trainer:
                                  f"{[saved.get(k) for k in diff]} vs {[mine.get(k) for k in diff]}); rerun with the "
                                  "same settings or choose another --out")
 
-        # Data and env: every check before any work starts.
-        self.dataset = dataset if dataset is not None else (
-            load_dataset(run.dataset, download=run.download, env_id=run.env) if run.dataset else None)
-        env_id = run.env or (self.dataset.env_id if self.dataset else None)
-        needs_env = run.online_steps > 0 or run.eval_episodes > 0
-        if needs_env and env_id is None:
-            raise OffrlError(f"dataset {run.dataset} names no environment; pass --env ENV_ID "
-                             "(or --eval-episodes 0 for an offline run without evaluation)")
-        self.env_id = env_id
-        probe = make_env(env_id) if env_id else None
-        if self.dataset is not None and probe is not None:
-            raw = probe.unwrapped              # the env's own action units, before offrl's rescaling
-            self.dataset = dataclasses.replace(self.dataset.fit_to_env(raw.observation_space, raw.action_space),
-                                               env_id=self.dataset.env_id or env_id)
-        if self.dataset is not None:
-            obs_dim, act_dim = self.dataset.obs_dim, self.dataset.act_dim
-        else:
-            obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-        if probe is not None:
-            probe.close()
-        task = find_task(run.dataset or "") or find_task(env_id or "")
-        self.domain = run.domain if run.domain != "auto" else (task.domain if task else "locomotion")
-        self.cfg = resolve_config(agent_cls, self.domain, run.online_steps > 0, run.agent_config)
-        self.time_feature = bool(self.cfg.time_feature)
-        if self.time_feature:
-            if env_id is None:
-                raise OffrlError("time_feature=true needs the env's time limit: pass --env ENV_ID")
-            limit = time_limit_of(env_id)
-            if self.dataset is not None:
-                self.dataset = self.dataset.with_time_feature(limit)
-            obs_dim += 1
-        self.spec = (Spec.from_dataset(self.dataset, self.domain) if self.dataset is not None
-                     else Spec(obs_dim, act_dim, self.domain))
-        self.ref = (self.dataset.ref_min_score, self.dataset.ref_max_score) if self.dataset else (None, None)
-        self.ref_source = self.dataset.ref_source if self.dataset else "none"
-
+        a = self.assembly = assemble(run, agent_cls, dataset)
+        self.dataset, self.env_id, self.domain, self.cfg, self.loop = a.dataset, a.env_id, a.domain, a.cfg, a.loop
+        self.spec, self.time_feature, self.ref, self.ref_source = a.spec, a.time_feature, a.ref, a.ref_source
         if run.threads > 0:
             torch.set_num_threads(run.threads)
         torch.manual_seed(run.seed)
         self.device = torch.device(run.device)
         self.agent: Agent = agent_cls(self.spec, self.cfg, run.seeds, self.device)
-        capacity = run.online_capacity or run.online_steps
-        self.buffer = Buffer(self.dataset, run.seeds, self.device, capacity, obs_dim, act_dim,
-                             self.cfg.mixing(), seed=run.seed + 1, n_step=getattr(self.cfg, "n_step", 1),
-                             gamma=getattr(self.cfg, "gamma", 1.0))
+        self.buffer = build_buffer(run, a, self.agent, self.device)
         self._update = update_step(self.agent, self.buffer, self.cfg.batch_size, run.compile_mode)
-        self.eval_envs = EnvBatch(env_id, run.seeds * run.eval_episodes, self.time_feature) if run.eval_episodes > 0 else None
+        self.eval_envs = EnvBatch(self.env_id, run.seeds * run.eval_episodes, self.time_feature) if run.eval_episodes > 0 else None
         self.np_rng = np.random.default_rng(run.seed + 2)
         # Counters and history (restored by resume).
         self.offline_step = 0
         self.online_step = 0
+        self.updates = 0               # gradient steps taken, both phases (sources refill on this count)
         self.evals: list[dict[str, Any]] = []
         self.online_episodes: list[dict[str, Any]] = []
         self.metrics_bytes = 0
         self.resumed = False
+        self._collector: OnlineCollector | None = None
+        self._saved_online_env: dict[str, Any] | None = None
+        self._first_bad: torch.Tensor | None = None
         if resume and self.ckpt_path.exists():
             self._load_checkpoint()
         elif resume and (self.out / "final.json").exists():
@@ -181,7 +307,7 @@ class Trainer:
     def _config_dict(self) -> dict[str, Any]:
         return {"offrl_version": __version__, "torch_version": torch.__version__,
                 "run": dataclasses.asdict(self.run), "agent": dataclasses.asdict(self.cfg),
-                "domain": self.domain, "env": self.env_id,
+                "loop": dataclasses.asdict(self.loop), "domain": self.domain, "env": self.env_id,
                 "dataset": None if self.dataset is None else {
                     "name": self.dataset.name, "source": self.dataset.source, "transitions": len(self.dataset),
                     "episodes": self.dataset.num_episodes, "ref_min_score": self.ref[0],
@@ -196,8 +322,9 @@ class Trainer:
         self._check_finite()
         state = {"agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "rng": _rng_state(),
                  "np_rng": self.np_rng.bit_generator.state, "offline_step": self.offline_step,
-                 "online_step": self.online_step, "evals": self.evals, "online_episodes": self.online_episodes,
-                 "metrics_bytes": self.metrics_bytes, "online_env": self._online_env_state()}
+                 "online_step": self.online_step, "updates": self.updates, "evals": self.evals,
+                 "online_episodes": self.online_episodes, "metrics_bytes": self.metrics_bytes,
+                 "online_env": None if self._collector is None else self._collector.state()}
         atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
 
     def _load_checkpoint(self) -> None:
@@ -211,7 +338,7 @@ class Trainer:
         _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
                         for k, v in state["rng"].items()})
         self.np_rng.bit_generator.state = state["np_rng"]
-        self.offline_step, self.online_step = state["offline_step"], state["online_step"]
+        self.offline_step, self.online_step, self.updates = state["offline_step"], state["online_step"], state["updates"]
         self.evals, self.online_episodes = state["evals"], state["online_episodes"]
         self.metrics_bytes = state["metrics_bytes"]
         self._saved_online_env = state["online_env"]
@@ -258,7 +385,7 @@ class Trainer:
         self._last_metrics = metrics
 
     def _check_finite(self) -> None:
-        if getattr(self, "_first_bad", None) is None or int(self._first_bad) < 0:
+        if self._first_bad is None or int(self._first_bad) < 0:
             return
         bad_names = [k for k, v in self._last_metrics.items() if not torch.isfinite(v).all()]
         raise NonFiniteError(
@@ -292,16 +419,6 @@ class Trainer:
         nets = self.agent.state_dict()["nets"]
         atomic_write(self.out / rel, lambda f: torch.save(nets, f), binary=True)
         return rel
-
-    # --- online env state: episodes in flight survive a restart exactly (MuJoCo envs) ---
-    def _online_env_state(self) -> dict[str, Any] | None:
-        o = getattr(self, "_online", None)
-        if o is None:
-            return None
-        states = [env_state(e) for e in o["envs"].envs]
-        return {"episode_index": o["episode_index"], "obs": torch.from_numpy(o["obs"].copy()),
-                "ep_return": torch.from_numpy(o["ep_return"].copy()), "ep_len": torch.from_numpy(o["ep_len"].copy()),
-                "envs": None if any(x is None for x in states) else states}
 
     # --- the loop ---
     def train(self, until: int | None = None) -> dict[str, Any] | None:
@@ -340,22 +457,29 @@ class Trainer:
         write_json(final_path, result)
         return result
 
-    def _offline_phase(self) -> None:
-        run, metrics = self.run, None
-        while self.offline_step < run.steps:
-            metrics = self._update()
-            self.offline_step += 1
-            self._track_finite(metrics)
-            self._bar.update(1)
-            s = self.offline_step
-            if s % run.log_every == 0 or s == run.steps:
-                self._log_metrics(metrics)
-            if (run.eval_every and s % run.eval_every == 0) or s == run.steps:
-                self._check_finite()
-                self._evaluate("offline")
-            self._maybe_checkpoint(s % run.checkpoint_every == 0 or s == run.steps)
+    def _phase(self, name: str) -> Phase:
+        run = self.run
+        return Phase(name, run.steps if name == "offline" else run.online_steps, run.steps, run.online_steps,
+                     "offline" if name == "online" and run.steps > 0 else None)
 
-    def _maybe_checkpoint(self, due: bool) -> None:
+    def _gradient_step(self) -> dict[str, torch.Tensor]:
+        """One update of every seed; further sources refill first when due (eager, outside compiled code)."""
+        self.buffer.refresh(self.updates, self.agent)
+        metrics = self._update()
+        self.updates += 1
+        return metrics
+
+    def _after_step(self, phase: str, s: int, total: int, metrics: dict[str, torch.Tensor] | None) -> None:
+        """The cadence of both phases: log every `log_every`, evaluate every `eval_every`, checkpoint every
+        `checkpoint_every` steps of the phase, and all three at its last step."""
+        run, last = self.run, s == total
+        self._bar.update(1)
+        if metrics is not None and (s % run.log_every == 0 or last):
+            self._log_metrics(metrics)
+        if (run.eval_every and s % run.eval_every == 0) or last:
+            self._check_finite()
+            self._evaluate(phase)
+        due = s % run.checkpoint_every == 0 or last
         pause = self._until is not None and self._global_step() >= self._until
         if due or pause:
             self._save_checkpoint()
@@ -363,85 +487,45 @@ class Trainer:
         if pause:
             raise _Pause
 
+    def _offline_phase(self) -> None:
+        run = self.run
+        if self.offline_step == 0 and run.steps > 0:
+            self.agent.start_phase(self._phase("offline"))
+        while self.offline_step < run.steps:
+            metrics = self._gradient_step()
+            self.offline_step += 1
+            self._track_finite(metrics)
+            self._after_step("offline", self.offline_step, run.steps, metrics)
+
     def _online_phase(self) -> None:
-        run, cfg = self.run, self.cfg
+        run, loop = self.run, self.loop
         if self.online_step >= run.online_steps:
             return
+        if self.online_step == 0:
+            self.agent.start_phase(self._phase("online"))
         S = run.seeds
-        o = self._online = {"envs": EnvBatch(self.env_id, S, self.time_feature), "episode_index": 0,
-                            "ep_return": np.zeros(S), "ep_len": np.zeros(S, np.int64)}
-        envs = o["envs"]
-
-        def reset(i: int) -> np.ndarray:
-            seed = run.seed * 1_000_003 + 7_000_000 + o["episode_index"] * S + i
-            return envs.envs[i].reset(seed=seed)[0]
-
-        saved = getattr(self, "_saved_online_env", None)
-        if saved is not None:            # resume: the same episodes, mid-flight
-            o["episode_index"] = saved["episode_index"]
-            obs = saved["obs"].numpy().copy()
-            o["ep_return"], o["ep_len"] = saved["ep_return"].numpy().copy(), saved["ep_len"].numpy().copy()
-            if saved["envs"] is not None:
-                for env, st in zip(envs.envs, saved["envs"]):
-                    env.reset(seed=0)
-                    restore_env_state(env, st)
-            else:                        # envs without a snapshot restart their episodes
-                obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
-                o["ep_return"][:], o["ep_len"][:] = 0.0, 0
-                o["episode_index"] += 1
-        else:
-            obs = np.stack([reset(i) for i in range(S)]).astype(np.float32)
-            o["episode_index"] += 1
-        ep_return, ep_len = o["ep_return"], o["ep_len"]
-        t = lambda x: torch.as_tensor(x, device=self.device)
-        if saved is None or saved["envs"] is None:          # (a resumed agent's checkpoint holds its episode state)
-            self.agent.begin_episodes(t(obs)[:, None], torch.ones(S, 1, dtype=torch.bool, device=self.device))
-        random_steps = cfg.random_steps if run.steps == 0 else 0
+        collector = self._collector = OnlineCollector(self.env_id, S, self.time_feature,
+                                                      run.seed * 1_000_003 + 7_000_000, self.device, self.online_episodes)
+        collector.start(self.agent, self._saved_online_env)
+        random_steps = loop.random_steps if run.steps == 0 else 0
         try:
             while self.online_step < run.online_steps:
                 if self.online_step < random_steps:
                     actions = self.np_rng.uniform(-1, 1, (S, self.spec.act_dim)).astype(np.float32)
                 else:
-                    actions = self.agent.act(t(obs)[:, None], deterministic=False)[:, 0].cpu().numpy()
-                next_obs = np.empty_like(obs)
-                rewards, terms = np.zeros(S, np.float32), np.zeros(S, np.float32)
-                for i, env in enumerate(envs.envs):
-                    o2, r, term, trunc, _ = env.step(actions[i])
-                    next_obs[i], rewards[i], terms[i] = o2, r, float(term)
-                    ep_return[i] += r
-                    ep_len[i] += 1
-                    if term or trunc:
-                        self.online_episodes.append({"step": self._global_step() + 1, "seed": i,
-                                                     "return": float(ep_return[i]), "length": int(ep_len[i])})
-                        ep_return[i], ep_len[i] = 0.0, 0
-                rewards_t = t(rewards)
-                self.agent.observe(rewards_t[:, None])
-                self.buffer.add(t(obs), t(actions), rewards_t, t(next_obs), t(terms))
-                # Reset finished envs only after storing the true final observation.
-                finished = np.flatnonzero(ep_len == 0).tolist()
-                for i in finished:
-                    next_obs[i] = reset(i)
-                if len(finished):
-                    o["episode_index"] += 1
-                    self.agent.begin_episodes(t(next_obs)[:, None], t(ep_len == 0)[:, None])
-                obs = o["obs"] = next_obs
+                    obs = torch.as_tensor(collector.obs, device=self.device)
+                    actions = self.agent.act(obs[:, None], deterministic=False)[:, 0].cpu().numpy()
+                collector.step(actions, self.agent, self.buffer, self._global_step())
                 self.online_step += 1
-                self._bar.update(1)
                 metrics = None
                 if self.online_step > random_steps or run.steps > 0:
-                    for _ in range(cfg.utd):
-                        metrics = self._update()
+                    for _ in range(loop.utd):
+                        metrics = self._gradient_step()
                     self._track_finite(metrics)
-                s = self.online_step
-                if metrics is not None and (s % run.log_every == 0 or s == run.online_steps):
-                    self._log_metrics(metrics)
-                if (run.eval_every and s % run.eval_every == 0) or s == run.online_steps:
-                    self._check_finite()
-                    self._evaluate("online")
-                self._maybe_checkpoint(s % run.checkpoint_every == 0 or s == run.online_steps)
+                self._after_step("online", self.online_step, run.online_steps, metrics)
         finally:
-            envs.close()
-            self._online = None
+            collector.close()
+            self._collector = None
 
     def _final(self, wall: float) -> dict[str, Any]:
         run = self.run
@@ -481,5 +565,5 @@ def run_from_config_file(path: str | Path) -> RunConfig:
     """The RunConfig of a run directory's config.json, with the agent config pinned to what it resolved to."""
     d = json.loads(Path(path).read_text())
     run = RunConfig.from_dict(d["run"])
-    run.agent_config = dict(d["agent"])
+    run.agent_config = {**d["agent"], **d.get("loop", {})}
     return run

@@ -13,6 +13,7 @@ from offrl.data.scripted import pendulum_episodes
 
 TESTS = Path(__file__).parent
 PLUGIN = TESTS / "plugin_agent.py"
+PLUGIN_EXT = TESTS / "plugin_extension.py"     # a column, a synthetic source and a phase hook, from outside offrl/
 EMBEDDED_MIXED = "offrl/invertedpendulum/scripted-mixed-small-v0"
 
 

@@ -8,20 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PLUGIN
+from conftest import PLUGIN, PLUGIN_EXT
 from offrl import OffrlError
-from offrl.agent import REGISTRY, Spec, load_builtins, load_plugin, resolve_config
+from offrl.agent import REGISTRY, Spec, load_builtins, load_plugin, resolve_config, resolve_loop
 from offrl.buffer import Batch, Buffer
 from offrl.trainer import NonFiniteError, RunConfig, Trainer
 
 load_builtins()
 load_plugin(PLUGIN)
+load_plugin(PLUGIN_EXT)
 AGENTS = sorted(REGISTRY)
 SMALL = {"hidden": "32,32", "batch_size": "16"}
 
 
 def test_the_plugin_and_builtins_share_one_registry():
-    assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq"} <= set(AGENTS)
+    assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq", "plugin_ext"} <= set(AGENTS)
 
 
 def _make(name, spec, seeds, **over):
@@ -42,7 +43,7 @@ def test_update_act_save_load(name, fitted, tmp_path):
     torch.manual_seed(0)
     spec = Spec.from_dataset(fitted, "classic")
     agent = _make(name, spec, seeds=2)
-    buf = Buffer(fitted, 2, seed=0)
+    buf = Buffer(fitted, 2, seed=0, columns=agent.columns(), gamma=agent.cfg.gamma)
     for _ in range(3):
         metrics = agent.update(buf.sample(16))
     assert metrics and all(v.shape == (2,) and torch.isfinite(v).all() for v in metrics.values())
@@ -74,7 +75,7 @@ def test_resume_equals_uninterrupted(name, pendulum_dataset, tmp_path):
     def run_cfg():
         return RunConfig(agent=name, dataset="pendulum", env="InvertedPendulum-v5", seeds=2, seed=3, steps=8,
                          eval_episodes=0, log_every=1, checkpoint_every=100, agent_config=dict(SMALL),
-                         plugins=[str(PLUGIN)])
+                         plugins=[str(PLUGIN), str(PLUGIN_EXT)])
     straight = Trainer(run_cfg(), tmp_path / "straight", progress=False, dataset=pendulum_dataset)
     straight.train()
     first = Trainer(run_cfg(), tmp_path / "resumed", progress=False, dataset=pendulum_dataset)
@@ -120,7 +121,7 @@ def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
     big = _make(name, spec, S)
     small = _make(name, spec, 1)
     small.load_state_dict(_slice_state(big.state_dict(), k, S))
-    buf = Buffer(fitted, S, seed=1)
+    buf = Buffer(fitted, S, seed=1, columns=big.columns(), gamma=big.cfg.gamma)
     real_randn_like = torch.randn_like
     for step in range(4):                           # covers delayed actor steps (policy_freq 2)
         batch = buf.sample(16)
@@ -129,7 +130,7 @@ def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
         m_big = big.update(batch)
         replay = iter(d[k:k + 1] for d in draws)
         monkeypatch.setattr(torch, "randn_like", lambda x, **kw: next(replay))
-        m_small = small.update(Batch(*(t[k:k + 1] for t in batch)))
+        m_small = small.update(type(batch)(*(t[k:k + 1] for t in batch)))
         monkeypatch.setattr(torch, "randn_like", real_randn_like)
         assert m_big.keys() == m_small.keys()
         for key in m_big:
@@ -163,8 +164,12 @@ def test_config_overrides_are_typed_and_checked():
         resolve_config(cls, "locomotion", False, {"alpah": "1"})
     with pytest.raises(OffrlError, match="expects int"):
         resolve_config(cls, "locomotion", False, {"policy_freq": "two"})
+    # loop settings take the same --set names but resolve into the run's LoopConfig, not the agent's
     with pytest.raises(OffrlError, match="mixing"):
-        resolve_config(cls, "locomotion", False, {"buffer_mixing": "blend"})
+        resolve_loop(cls, "locomotion", False, {"buffer_mixing": "blend"})
+    loop = resolve_loop(cls, "locomotion", True, {"buffer_mixing": "fixed", "utd": "2", "alpha": "5"})
+    assert (loop.buffer_mixing, loop.utd) == ("fixed", 2) and not hasattr(cfg, "buffer_mixing")
+    assert resolve_loop(REGISTRY["sac"], "locomotion", False).random_steps == 5000
     iql = REGISTRY["iql"]
     assert resolve_config(iql, "antmaze", False).expectile == 0.9
     assert resolve_config(iql, "antmaze", False).reward_transform == "antmaze"
@@ -179,7 +184,7 @@ def test_online_resume_equals_uninterrupted(name, offline_steps, pendulum_datase
     def run_cfg():
         return RunConfig(agent=name, dataset="pendulum" if offline_steps else None, env="InvertedPendulum-v5",
                          seeds=2, seed=5, steps=offline_steps, online_steps=40, eval_episodes=0, log_every=1,
-                         checkpoint_every=1000, plugins=[str(PLUGIN)],
+                         checkpoint_every=1000, plugins=[str(PLUGIN), str(PLUGIN_EXT)],
                          agent_config={**SMALL, **({"random_steps": "10"} if name == "sac" else {})})
     data = pendulum_dataset if offline_steps else None
     straight = Trainer(run_cfg(), tmp_path / "straight", progress=False, dataset=data)

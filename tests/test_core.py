@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from offrl import OffrlError
-from offrl.buffer import Buffer, Mixing, n_step_transitions, past_returns
+from offrl.buffer import Buffer, Mixing, NStep, n_step_transitions, past_returns
 from offrl.data.dataset import Dataset, Episode
 from offrl.nets import MLP, Critic, GaussianActor, Linear, TanhGaussianActor, per_seed_mean
 
@@ -113,8 +113,8 @@ def test_n_step_rows_and_past_returns_match_a_per_episode_loop():
     r1, o1, d1, h1 = n_step_transitions(data, 1, gamma)
     np.testing.assert_array_equal(o1, data.next_observations)
     assert (h1 == 1).all() and np.allclose(r1, data.rewards) and (d1 == data.terminals).all()
-    b = Buffer(data, seeds=2, seed=0, n_step=n, gamma=gamma).sample(32)
-    assert set(b.horizon.unique().tolist()) <= {1.0, 2.0, 3.0} and (Buffer(data, 2).sample(8).horizon == 1).all()
+    b = Buffer(data, seeds=2, seed=0, columns=(NStep(n),), gamma=gamma).sample(32)
+    assert set(b.horizon.unique().tolist()) <= {1.0, 2.0, 3.0} and not hasattr(Buffer(data, 2).sample(8), "horizon")
     with pytest.raises(OffrlError, match="n_step must be"):
         n_step_transitions(data, 0, gamma)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from offrl.algorithms.detan import DEtaN, DEtaNConfig
+from offrl.tabular.detan import DEtaN, DEtaNConfig
 from offrl.nets import quantile_huber_loss
 from offrl.risk import make_utility
 from offrl.tabular import StockDP
@@ -52,3 +52,18 @@ def test_detan_greedy_actions_agree_with_exact_stock_dp():
                 decisive_agree += ok
     assert decisive > 100                                            # the stock really changes the choice
     assert agree / total >= 0.95, (agree, total, decisive_agree, decisive)
+
+
+def test_detan_refuses_a_gamma_where_greedy_dp_is_wrong_like_the_exact_solvers():
+    """exp utility is valid only at γ = 1: StockDP refuses it, and so does DηN (or warns when allowed)."""
+    import pytest
+
+    from offrl import OffrlError
+
+    exp = make_utility("exp", lam=1.0)
+    with pytest.raises(OffrlError, match="not γ-homogeneous"):
+        DEtaN(2, 2, exp, (-3.0, 0.0), DEtaNConfig(gamma=0.9))
+    with pytest.warns(UserWarning, match="running anyway"):
+        DEtaN(2, 2, exp, (-3.0, 0.0), DEtaNConfig(gamma=0.9, allow_invalid_gamma=True))
+    DEtaN(2, 2, exp, (-3.0, 0.0), DEtaNConfig(gamma=1.0))                 # γ = 1: valid
+    DEtaN(2, 2, make_utility("lower"), (-3.0, 0.0), DEtaNConfig(gamma=0.9))  # homogeneous utility: valid

@@ -17,7 +17,7 @@ import torch
 
 from offrl.data import load_dataset
 from offrl.data.embedded.make_locomotion import episode_subset
-from offrl.data.generate import LEVELS, make_datasets, zoo_report
+from offrl.zoo import LEVELS, make_datasets, zoo_report
 
 
 def _make_cmd(root, out, *extra):

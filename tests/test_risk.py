@@ -122,9 +122,9 @@ def test_n_step_rows_move_the_stock_and_discount_by_gamma_to_the_horizon(pendulu
     torch.testing.assert_close(c2, ((c + r) / discount).clamp(agent.c_lo, agent.c_hi))
     assert torch.equal(agent.next_stock(c, r, None)[0], agent.next_stock(c, r, torch.ones_like(r))[0])
     # trajectory relabelling: a row at step t after return P gets (c_0 + P·scale)/γ^t, clipped
-    from offrl.buffer import Batch
+    from offrl.buffer import batch_type
     z = torch.zeros(1, 3)
-    rows = Batch(z, z, z, z, z, elapsed=torch.tensor([[0.0, 1.0, 2.0]]), past_return=torch.tensor([[0.0, 10.0, -5.0]]))
+    rows = batch_type(("elapsed", "past_return"))(z, z, z, z, z, elapsed=torch.tensor([[0.0, 1.0, 2.0]]), past_return=torch.tensor([[0.0, 10.0, -5.0]]))
     expect = ((c + rows.past_return * 0.01) / 0.5 ** rows.elapsed).clamp(agent.c_lo, agent.c_hi)
     torch.testing.assert_close(agent.relabel(c, rows), expect)
     assert torch.equal(_agent("cvar", stock_relabel="uniform").relabel(c, rows), c)

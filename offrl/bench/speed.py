@@ -42,6 +42,7 @@ class Variant:
     step: Callable[[], object]
     rates: list[float]
     mode: str = "none"                  # offrl.fast mode: none (eager) | compile | cuda-graphs
+    library: str = "offrl"              # whose update this is: offrl | d3rlpy
     warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
     flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
@@ -201,7 +202,7 @@ def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str) -> Varia
     except ImportError:
         return None
     return Variant(f"d3rlpy {d3rlpy.__version__} {agent}", agent, 1,
-                   lambda: algo.update(ds.sample_transition_batch(batch)), [])
+                   lambda: algo.update(ds.sample_transition_batch(batch)), [], library="d3rlpy")
 
 
 def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: int = 17, act_dim: int = 6,
@@ -228,7 +229,8 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
                 agent = cls(spec, resolve_config(cls, "locomotion", False, {"batch_size": batch}), S, device)
                 suffix = "" if mode == "none" else f" {mode}"
                 variants.append(Variant(f"offrl {name} ×{S}{suffix}", name, S,
-                                        update_step(agent, Buffer(data, S, device), batch, mode), [], mode))
+                                        update_step(agent, Buffer(data, S, device, columns=agent.columns(), gamma=agent.cfg.gamma),
+                                                    batch, mode), [], mode))
         if d3rlpy and name in D3RLPY_PEERS:
             peer = _d3rlpy_variant(name, data, batch, device)
             if peer is not None:
@@ -244,7 +246,7 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
         # (the counter cannot see inside compiled graphs). d3rlpy's updates are eager and counted too.
         v.flops = count_flops(v.step) if v.mode == "none" else next(
             w.flops for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
-            and w.name.startswith("offrl"))
+            and w.library == "offrl")
         v.peak_bytes = peak_memory(v.step, device)
     for _ in range(rounds):
         for v in variants:
@@ -255,7 +257,7 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
             sync()
             v.rates.append(updates / (time.perf_counter() - t))
     if profile:
-        ours = [v for v in variants if v.name.startswith("offrl")]
+        ours = [v for v in variants if v.library == "offrl"]
         runs: dict[str, list[dict]] = {v.name: [] for v in ours}
         for _ in range(PROFILE_ROUNDS):
             for v in ours:
@@ -288,12 +290,12 @@ def speed_table(variants: list[Variant], env: dict) -> str:
              "| warm-up s | GFLOP/update | % of matmul rate | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
-        ours = v.name.startswith("offrl")
+        ours = v.library == "offrl"
         one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.mode == v.mode
-                    and w.name.startswith("offrl")), None)
+                    and w.library == "offrl"), None)
         eager = next((w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
-                      and w.name.startswith("offrl")), None)
-        peer = next((w for w in variants if w.agent == v.agent and w.name.startswith("d3rlpy")), None)
+                      and w.library == "offrl"), None)
+        peer = next((w for w in variants if w.agent == v.agent and w.library == "d3rlpy"), None)
         u = float(np.median(v.rates))
         scale = f"{v.seeds * _paired(v, one):.2f}" if one is not None and ours and v is not one else ""
         vs_eager = f"{_paired(v, eager):.2f}" if eager is not None and ours and v is not eager else ""
@@ -308,8 +310,8 @@ def speed_table(variants: list[Variant], env: dict) -> str:
                      f"| {frac} | {mem} |")
     lines += ["", f"Device-hours for a full locomotion table ({TABLE_RUNS} dataset × seed runs of {TABLE_UPDATES:,} "
               "updates) at the fastest measured seed-updates/s per agent (updates only; evaluation excluded):", ""]
-    for agent in dict.fromkeys(v.agent for v in variants if v.name.startswith("offrl")):
-        best = max((v for v in variants if v.agent == agent and v.name.startswith("offrl")),
+    for agent in dict.fromkeys(v.agent for v in variants if v.library == "offrl"):
+        best = max((v for v in variants if v.agent == agent and v.library == "offrl"),
                    key=lambda v: float(np.median(v.rates)) * v.seeds)
         rate = float(np.median(best.rates)) * best.seeds
         lines.append(f"- {agent}: {TABLE_RUNS * TABLE_UPDATES / rate / 3600:.1f} h ({best.name}, {rate:.0f} seed-updates/s)")

@@ -4,6 +4,7 @@
     agents:                      # a name, or {name, label, set} for a variant with overrides
       - bc
       - {name: iql, label: iql-beta10, set: {temperature: 10}}
+      - {name: sac, label: sac-online, run: {steps: 0, offline_data: false}}   # run settings of this entry
     datasets: [offrl/invertedpendulum/scripted-mixed-small-v0]
     seeds: 2                     # vectorised in one process per (agent, dataset) task
     steps: 3000                  # offline gradient steps
@@ -13,7 +14,10 @@
     threads: 1                   # torch threads per task: fixed, so every launcher gives identical numbers
     compare: [[td3_bc, bc]]      # probability-of-improvement pairs in the report (default: each vs the first)
 
-Every error names the file and line, and is raised before any run starts.
+Every error names the file and line, and is raised before any run starts. A zoo dataset
+(`offrl/<task>/<level>-v0`) missing on disk is listed in `Suite.missing` when the package ships the
+behaviour policies that build it (`offrl bench` builds it first); otherwise it is an error that gives
+the exact `offrl datasets make` command.
 """
 from __future__ import annotations
 
@@ -60,6 +64,11 @@ class Suite:
     datasets: list[str]
     compare: list[tuple[str, str]]
     settings: dict[str, Any] = field(default_factory=dict)
+    missing: dict[str, list[str]] = field(default_factory=dict)   # env id → zoo levels to build first
+
+
+# Run settings an agent entry may change with `run:` (the rest are the suite's, the same for every entry).
+ENTRY_RUN_KEYS = ("steps", "online_steps", "offline_data", "online_capacity", "eval_every", "eval_episodes")
 
 
 def _plain(node: yaml.Node) -> Any:
@@ -79,21 +88,36 @@ def find_suite(name_or_path: str) -> Path:
                      f"{', '.join(names)}")
 
 
-def _make_hint(ds: str) -> str:
-    """How to build a missing zoo dataset: the exact `datasets make` command when the id is one."""
-    from offrl.data.generate import LEVELS, SHIPPED_POLICIES
+def zoo_level(ds: str) -> tuple[str, str, bool] | None:
+    """(env id, level, shipped policies?) of a zoo id `offrl/<task>/<level>-v0`, else None."""
     from offrl.envs import RECIPES, TASKS
+    from offrl.zoo import LEVELS, SHIPPED_POLICIES
 
     parts = ds.split("/")
     if len(parts) == 3 and parts[0] == "offrl" and parts[1] in RECIPES and parts[2].removesuffix("-v0") in LEVELS:
-        env_id = TASKS[parts[1]].env_id
-        # Without committed policies for the task the make trains its behaviour policy first.
         shipped = (SHIPPED_POLICIES / f"{parts[1]}-standard-seed0" / "index.json").exists()
-        return f"make it with `offrl datasets make {env_id} --budget standard{' --from-policies shipped' if shipped else ''}`"
+        return TASKS[parts[1]].env_id, parts[2].removesuffix("-v0"), shipped
+    return None
+
+
+def make_command(env_id: str, levels: list[str], shipped: bool) -> str:
+    """The `offrl datasets make` command that builds these zoo levels (standard budget)."""
+    return (f"offrl datasets make {env_id} --budget standard --levels {','.join(levels)}"
+            + (" --from-policies shipped" if shipped else ""))
+
+
+def _make_hint(ds: str) -> str:
+    """How to build a missing zoo dataset: the exact `datasets make` command when the id is one."""
+    zoo = zoo_level(ds)
+    if zoo is not None:
+        # Without committed policies for the task the make trains its behaviour policy first.
+        return f"make it with `{make_command(zoo[0], [zoo[1]], zoo[2])}`"
     return "`offrl datasets make` builds the offrl zoo"
 
 
-def load_suite(name_or_path: str) -> Suite:
+def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
+    """Parse and check a suite. build_missing: missing zoo datasets with shipped behaviour policies go
+    to `Suite.missing` instead of failing (the caller builds them before the first run)."""
     path = find_suite(name_or_path)
     text = path.read_text()
     try:
@@ -134,10 +158,21 @@ def load_suite(name_or_path: str) -> Suite:
         if isinstance(entry, str):
             name, label, overrides = entry, entry, {}
         elif isinstance(entry, dict) and "name" in entry:
-            unknown = set(entry) - {"name", "label", "set"}
+            unknown = set(entry) - {"name", "label", "set", "run"}
             if unknown:
-                raise SuiteError(f"{where(node)}: unknown agent field(s) {sorted(unknown)}; use name, label, set")
+                raise SuiteError(f"{where(node)}: unknown agent field(s) {sorted(unknown)}; use name, label, set, run")
             name, label, overrides = entry["name"], entry.get("label", entry["name"]), entry.get("set") or {}
+            run_over = entry.get("run") or {}
+            if not isinstance(overrides, dict) or not isinstance(run_over, dict):
+                raise SuiteError(f"{where(node)}: an agent entry's set: and run: are mappings (key: value), "
+                                 f"got set={overrides!r}, run={run_over!r}")
+            for k, v in run_over.items():
+                if k not in ENTRY_RUN_KEYS:
+                    raise SuiteError(f"{where(node)}: run: {k!r} cannot differ between agents{closest(k, ENTRY_RUN_KEYS)}; "
+                                     f"an entry may set {', '.join(ENTRY_RUN_KEYS)}")
+                want = bool if k == "offline_data" else int
+                if not isinstance(v, want) or (want is int and (isinstance(v, bool) or v < 0)):
+                    raise SuiteError(f"{where(node)}: run: {k} must be {'true or false' if want is bool else 'a non-negative integer'}, got {v!r}")
         else:
             raise SuiteError(f"{where(node)}: an agent is a name or {{name, label, set}}, got {entry!r}")
         try:
@@ -149,15 +184,19 @@ def load_suite(name_or_path: str) -> Suite:
         if any(label == v[1] for v in variants):
             raise SuiteError(f"{where(node)}: duplicate agent entry {label!r}; give variants distinct labels")
         variants.append((name, label, {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-                                       for k, v in overrides.items()}))
+                                       for k, v in overrides.items()}, run_over if isinstance(entry, dict) else {}))
     datasets: list[str] = []
+    suite_missing: dict[str, list[str]] = {}
     for node in nodes["datasets"].value:
         ds = _plain(node)
         if not isinstance(ds, str):
             raise SuiteError(f"{where(node)}: a dataset is an id or a path, got {ds!r}")
         if ds in datasets:
             raise SuiteError(f"{where(node)}: duplicate dataset {ds!r}")
-        if not dataset_exists(ds):
+        zoo = zoo_level(ds)
+        if not dataset_exists(ds) and build_missing and zoo is not None and zoo[2]:
+            suite_missing.setdefault(zoo[0], []).append(zoo[1])
+        elif not dataset_exists(ds):
             raise SuiteError(f"{where(node)}: unknown dataset {ds!r}: not a local or embedded Minari id, folder or "
                              f"D4RL file (`offrl datasets list`; {_make_hint(ds)})")
         datasets.append(ds)
@@ -168,12 +207,19 @@ def load_suite(name_or_path: str) -> Suite:
             raise SuiteError(f"{where(nodes['compare'])}: compare entries are pairs of agent labels from "
                              f"{labels}, got {pair!r}")
         compare.append((pair[0], pair[1]))
-    tasks = [Task(label, ds, RunConfig(
-        agent=name, label=label, dataset=ds, env=settings["env"], domain=settings["domain"], seeds=settings["seeds"],
-        seed=settings["seed"], steps=settings["steps"], online_steps=settings["online_steps"],
-        eval_every=settings["eval_every"], eval_episodes=settings["eval_episodes"], threads=settings["threads"],
-        risk_thresholds=[float(t) for t in settings["risk_thresholds"]],
-        log_every=max(1, min(1000, (settings["steps"] + settings["online_steps"]) // 20)),
-        plugins=[str((path.parent / p).resolve()) for p in settings["plugins"]], agent_config=dict(overrides)))
-        for name, label, overrides in variants for ds in datasets]
-    return Suite(settings["name"], str(path), tasks, labels, datasets, compare, settings)
+    def task(name: str, label: str, overrides: dict[str, Any], run_over: dict[str, Any], ds: str) -> Task:
+        budget = {k: run_over.get(k, settings[k]) for k in ("steps", "online_steps", "eval_every", "eval_episodes")}
+        return Task(label, ds, RunConfig(
+            agent=name, label=label, dataset=ds, env=settings["env"], domain=settings["domain"], seeds=settings["seeds"],
+            seed=settings["seed"], threads=settings["threads"], risk_thresholds=[float(t) for t in settings["risk_thresholds"]],
+            log_every=max(1, min(1000, (budget["steps"] + budget["online_steps"]) // 20)),
+            plugins=[str((path.parent / p).resolve()) for p in settings["plugins"]], agent_config=dict(overrides),
+            **budget, **{k: v for k, v in run_over.items() if k not in budget}))
+
+    tasks = [task(*variant, ds) for variant in variants for ds in datasets]
+    for t in tasks:
+        if t.run.steps == 0 and t.run.online_steps == 0:
+            raise SuiteError(f"{path}: {t.label} has nothing to do (steps and online_steps are both 0)")
+        if t.run.steps > 0 and not t.run.offline_data:
+            raise SuiteError(f"{path}: {t.label} has offline_data: false, which needs steps: 0")
+    return Suite(settings["name"], str(path), tasks, labels, datasets, compare, settings, suite_missing)

@@ -34,6 +34,18 @@ def run_task(run: dict[str, Any], out: str) -> str:
     return out
 
 
+def build_missing(suite: Suite, progress: bool | None = None, log: Callable[[str], None] = print) -> None:
+    """Build the suite's missing zoo datasets from the behaviour policies shipped with the package."""
+    from offrl.bench.suite import make_command
+    from offrl.zoo import make_datasets
+
+    for env_id, levels in suite.missing.items():
+        command = make_command(env_id, levels, shipped=True)
+        log(f"suite {suite.name}: building missing datasets first: {command}")
+        make_datasets(env_id, levels, "standard", from_policies="shipped", progress=progress, log=log, command=command)
+    suite.missing = {}
+
+
 def task_dir(out: Path, task: Task) -> Path:
     return out / task.key
 

@@ -13,7 +13,8 @@ Programming", §6 (no official code; the details below follow the reference's re
   stock dynamics are known, so any c is a valid augmented state.
 
 States are one-hot inputs; the network carries the member axis (seeds) like every offrl network.
-This agent is for tabular MDPs (offrl.tabular) where exact answers exist to compare with.
+This learner is for tabular MDPs (offrl.tabular) where exact answers exist to compare with; it is not
+an `Agent` (no continuous actions, no Trainer), so it lives next to the exact solvers.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class DEtaNConfig:
     gamma: float = 1.0               # discount
     tau: float = 0.01                # Polyak rate of the target network
     kappa: float = 1.0               # quantile Huber threshold
+    allow_invalid_gamma: bool = False  # run an objective at a γ where greedy stock DP is not optimal (warns)
 
 
 class DEtaN(nn.Module):
@@ -45,6 +47,8 @@ class DEtaN(nn.Module):
     def __init__(self, num_states: int, num_actions: int, utility: Utility, stock_range: tuple[float, float],
                  cfg: DEtaNConfig = DEtaNConfig(), seeds: int = 1):
         super().__init__()
+        # the same rule as the exact solvers: a utility that greedy DP cannot optimise at this γ is refused
+        utility.check_gamma(cfg.gamma, cfg.allow_invalid_gamma)
         self.cfg, self.utility, self.seeds = cfg, utility, seeds
         self.num_states, self.num_actions = num_states, num_actions
         self.c_lo, self.c_hi = float(stock_range[0]), float(stock_range[1])

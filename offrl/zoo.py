@@ -110,7 +110,7 @@ def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[dict[st
     return index
 
 
-SHIPPED_POLICIES = Path(__file__).parent / "policies"
+SHIPPED_POLICIES = Path(__file__).parent / "data" / "policies"
 
 
 def shipped_policy_dirs() -> list[Path]:
@@ -200,7 +200,8 @@ def _versions() -> dict[str, str]:
 
 def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "quick", out: str | Path | None = None,
                   root: str | Path | None = None, seed: int = 0, from_policies: str | Path | None = None,
-                  force: bool = False, progress: bool | None = None, log: Callable[[str], None] = print) -> dict[str, Path]:
+                  force: bool = False, progress: bool | None = None, log: Callable[[str], None] = print,
+                  command: str | None = None) -> dict[str, Path]:
     """Build the requested levels for `env_id`; returns {level: dataset folder}. Rerunning resumes:
     a killed behaviour run continues from its checkpoint and finished levels are kept."""
     from offrl.trainer import RunConfig, Trainer
@@ -218,8 +219,8 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
     if not todo:
         log(f"all requested levels already exist under {root} (pass --force to rebuild)")
         return {lv: root / ids[lv] for lv in levels}
-    command = "offrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and "offrl" in sys.argv[0] else \
-        f"offrl datasets make {env_id} --budget {budget} --seed {seed}"
+    command = command or ("offrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and "offrl" in sys.argv[0]
+                          else f"offrl datasets make {env_id} --budget {budget} --seed {seed}")
 
     if from_policies is not None:
         policies_dir = shipped_policies(task_name, budget, seed) if str(from_policies) == "shipped" else Path(from_policies)
@@ -282,7 +283,7 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
                                     f"deterministic; {recipe.ref_episodes} episodes each"}
         written[lv] = write_minari(ids[lv], eps, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
                                    algorithm_name="SAC (offrl)", root=root, overwrite=True, extra_metadata=meta,
-                                   description=f"offrl {lv} level of {env_id}, budget {budget}; see offrl.data.generate")
+                                   description=f"offrl {lv} level of {env_id}, budget {budget}; see offrl.zoo")
         returns = ds.episode_returns()
         log(f"      {ids[lv]}: {len(ds)} transitions, {ds.num_episodes} episodes, mean return "
             f"{returns.mean():.1f} (normalised {100 * (returns.mean() - ref_min) / (ref_max - ref_min):.1f})")
