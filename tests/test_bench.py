@@ -143,8 +143,13 @@ def test_every_shipped_suite_loads_once_its_datasets_exist(minari_root):
 
     suites = sorted(p.stem for p in find_suite("quick").parent.glob("*.yaml"))
     assert {"quick", "locomotion", "locomotion-o2o", "risky"} <= set(suites)
-    with pytest.raises(SuiteError, match=r"offrl datasets make Hopper-v5 --budget standard --from-policies shipped"):
+    with pytest.raises(SuiteError, match=r"offrl datasets make Hopper-v5 --budget standard --levels random "
+                                         r"--from-policies shipped"):
         load_suite("locomotion")
+    # `offrl bench` instead collects them to build from the shipped policies before the first run
+    missing = load_suite("locomotion", build_missing=True).missing
+    assert missing["Hopper-v5"] == ["random", "medium", "medium-replay", "medium-expert", "expert"]
+    assert set(missing) == {"Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"}
     stand_in = pendulum_episodes(2, max_steps=50)
     for name in suites:
         for ds in yaml.safe_load(find_suite(name).read_text())["datasets"]:
