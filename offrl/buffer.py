@@ -383,8 +383,8 @@ class Buffer:
                              "offline/online rows (< 1)")
         self.sources[name] = source
 
-    def _batch(self, rows: Tensor) -> Batch:
-        """Column views of gathered rows [S, B, width]."""
+    def as_batch(self, rows: Tensor) -> Batch:
+        """Column views of rows [S, B, width] in this buffer's layout (e.g. rows a generator reads back)."""
         return self.batch_type(*(rows[..., c] for c in self.layout))
 
     def to_rows(self, fields: dict[str, Tensor]) -> Tensor:
@@ -476,7 +476,7 @@ class Buffer:
                 parts.append(source.rows(idx))
                 rest -= k
         rows = self._core_rows(rest)
-        return self._batch(torch.cat([rows] + parts, 1) if parts else rows)
+        return self.as_batch(torch.cat([rows] + parts, 1) if parts else rows)
 
     def refresh(self, step: int, agent: Any) -> None:
         """Before gradient step `step` (0-based count of steps taken): let generator-backed sources refill."""

@@ -32,7 +32,7 @@ def jittered_copies(buffer, agent, share, every, capacity, noise=0.01, seed=0):
     def generate(source, agent, n):
         g = source.generator
         idx = torch.randint(buffer.offline_size, (buffer.seeds, n), generator=g, device=buffer.device)
-        b = buffer._batch(buffer.offline[idx])
+        b = buffer.as_batch(buffer.offline[idx])
         jitter = noise * torch.randn(b.obs.shape, generator=g, device=buffer.device)
         return {"obs": b.obs + jitter, "action": b.action, "reward": b.reward, "next_obs": b.next_obs + jitter,
                 "not_done": b.not_done}

@@ -44,7 +44,7 @@ def test_declared_columns_offline_match_a_per_episode_loop():
     gamma = 0.9
     buf = Buffer(data, 1, columns=("return_to_go", "elapsed", "past_return", "episode", STEPS_LEFT), gamma=gamma)
     assert buf.width == 2 * 3 + 1 + 2 + 5
-    rows = buf._batch(buf.offline[None])
+    rows = buf.as_batch(buf.offline[None])
     i = 0
     for e, ep in enumerate(episodes):
         r = ep.rewards.astype(np.float64)
@@ -81,22 +81,22 @@ def test_online_rows_hold_pending_values_until_their_episode_ends():
                 finished.append(s)
                 t_in[s], ep_of[s] = 0, ep_of[s] + 1
         if step == 1:                                   # nothing has ended yet: every column is pending
-            b = buf._batch(buf.online[:, :2])
+            b = buf.as_batch(buf.online[:, :2])
             assert torch.isinf(b.return_to_go).all() and (b.return_to_go < 0).all()
             assert (b.elapsed == 0).all() and (b.episode == -1).all() and (b.steps_left == -1).all()
         buf.end_episodes(finished)
         if step == 2:                                   # seed 0's first episode (rewards 1, 2, 3) is filled in
-            b = buf._batch(buf.online[0, :3])
+            b = buf.as_batch(buf.online[0, :3])
             assert b.return_to_go.tolist() == [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0]
             assert b.elapsed.tolist() == [0, 1, 2] and b.steps_left.tolist() == [2, 1, 0] and (b.episode == 0).all()
-            assert (buf._batch(buf.online[1, :3]).episode == -1).all()      # seed 1 still running
+            assert (buf.as_batch(buf.online[1, :3]).episode == -1).all()      # seed 1 still running
     # seed 0's second episode (rewards 4…8) wrapped the 6-row FIFO: rows 3, 4, 5, 0, 1 hold it
-    b = buf._batch(buf.online[0, [3, 4, 5, 0, 1]])
+    b = buf.as_batch(buf.online[0, [3, 4, 5, 0, 1]])
     r = [4.0, 5.0, 6.0, 7.0, 8.0]
     assert b.return_to_go.tolist() == pytest.approx([sum(0.5 ** (k - t) * r[k] for k in range(t, 5)) for t in range(5)])
     assert b.elapsed.tolist() == [0, 1, 2, 3, 4] and (b.episode == 1).all()
     # seed 1's 8-step episode lost its first 2 rows to the FIFO: elapsed still counts from the true start
-    b1 = buf._batch(buf.online[1, [2, 3, 4, 5, 0, 1]])
+    b1 = buf.as_batch(buf.online[1, [2, 3, 4, 5, 0, 1]])
     assert b1.elapsed.tolist() == [2, 3, 4, 5, 6, 7] and b1.steps_left.tolist() == [5, 4, 3, 2, 1, 0]
     assert b1.return_to_go[-1].item() == 80.0
 
