@@ -5,11 +5,19 @@ equal weights; categorical: a fixed support). The next stock (c + r)/γ is clipp
 and linearly interpolated between its two grid neighbours (a mixture of their laws). Clipping to
 [−G_max, −G_min] of the return-to-go keeps every greedy choice for utilities affine on each side of
 0 (reference T7): below −G_max the choice is the mean-greedy one, above −G_min all actions tie.
+
+These solvers approximate. For a utility with a jump at 0 (the indicator of P(G ≥ θ)), iterates of a
+return that reaches θ only in the limit (a loop's geometric sum) creep up to θ from below and never
+count, so the value there can be off by the whole mass; the result lists such (state, stock) pairs in
+`near_jump` and warns. Quantile values of such objectives are multiples of 1/n_atoms (no 1/2 with the
+default 51). `offrl.tabular.stock_exact` solves cyclic MDPs exactly (γ = 1/k, rational data).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import warnings
 
 import numpy as np
 import torch
@@ -28,6 +36,8 @@ class GridSolution:
     scores: np.ndarray       # [S, M, A] E f(c + Z(s, c, a)); −inf where a state has fewer actions
     iterations: int          # sweeps (value iteration) or improvement rounds (policy iteration)
     converged: bool
+    near_jump: list[tuple[int, float]] = field(default_factory=list)  # (state, stock) whose c + G has mass just
+                                                                      # below the utility's jump at 0: value unreliable
 
     def value(self, s: int, c: float, f: Utility) -> float:
         """E f(c + G(s, c)) at a grid stock (interpolated between grid laws otherwise)."""
@@ -165,7 +175,26 @@ def _solve(mdp: TabularMDP, f: Utility, stocks: Any, representation: str, n_atom
                 break
             policy = new_policy
     _, _, policy, scores = backup(None)
-    return GridSolution(stocks, atoms, probs, policy, scores, it, converged)
+    return GridSolution(stocks, atoms, probs, policy, scores, it, converged, _near_jump(f, stocks, atoms, probs, tol))
+
+
+def _near_jump(f: Utility, stocks: np.ndarray, atoms: np.ndarray, probs: np.ndarray, tol: float
+               ) -> list[tuple[int, float]]:
+    """(state, stock) pairs whose law of c + G has mass within a window below a jump of f at 0, with a
+    warning: iteration approaches such returns from below, so f counts them on the wrong side."""
+    if float(f(0.0)) == float(f(-1e-300)):
+        return []
+    c = stocks[None, :, None] + atoms                                   # [S, M, K]
+    window = max(1e3 * tol, 1e-9) * (1 + np.abs(stocks))[None, :, None]
+    mass = np.where((c < 0) & (c >= -window), probs, 0.0).sum(-1)      # [S, M]
+    hits = [(int(s), float(stocks[m])) for s, m in zip(*np.nonzero(mass > 0))]
+    if hits:
+        s, m = np.unravel_index(mass.argmax(), mass.shape)
+        warnings.warn(f"{len(hits)} (state, stock) pairs, e.g. state {s} at stock {stocks[m]:g}, have return mass "
+                      f"just below the jump of {f.name} at c + G = 0 ({mass[s, m]:.3g} within {window[0, m, 0]:.2g}): "
+                      "iterates approach a limit from below and never reach it, so values there can be wrong by that "
+                      "mass (listed in near_jump). offrl.tabular.stock_exact solves cyclic MDPs exactly", stacklevel=4)
+    return hits
 
 
 def stock_value_iteration(mdp: TabularMDP, utility: Utility, stocks: Any, representation: str = "quantile",

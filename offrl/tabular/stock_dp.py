@@ -32,7 +32,8 @@ def _steps(mdp: TabularMDP, horizon: int | None) -> int:
         if s in depth:
             return depth[s]
         if s in visiting:
-            raise OffrlError("the MDP has a cycle; pass a finite horizon (or use stock_value_iteration)")
+            raise OffrlError("the MDP has a cycle; pass a finite horizon, or use stock_exact (exact, γ = 1/k) or "
+                             "stock_value_iteration (a stock grid)")
         visiting.add(s)
         depth[s] = 1 + max((d(n) for outs in mdp.transitions[s] for _, _, n in outs if n is not None), default=0)
         visiting.discard(s)
