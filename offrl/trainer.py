@@ -25,6 +25,7 @@ from offrl.envs import find_task
 from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
+from offrl.record import Evaluation, Risk, RunRecord, Scores
 from offrl.utils import atomic_write, check_device, closest, write_json
 
 
@@ -291,7 +292,7 @@ class Trainer:
         self.offline_step = 0
         self.online_step = 0
         self.updates = 0               # gradient steps taken, both phases (sources refill on this count)
-        self.evals: list[dict[str, Any]] = []
+        self.evals: list[Evaluation] = []
         self.online_episodes: list[dict[str, Any]] = []
         self.metrics_bytes = 0
         self.resumed = False
@@ -322,7 +323,7 @@ class Trainer:
         self._check_finite()
         state = {"agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "rng": _rng_state(),
                  "np_rng": self.np_rng.bit_generator.state, "offline_step": self.offline_step,
-                 "online_step": self.online_step, "updates": self.updates, "evals": self.evals,
+                 "online_step": self.online_step, "updates": self.updates, "evals": [e.to_json() for e in self.evals],
                  "online_episodes": self.online_episodes, "metrics_bytes": self.metrics_bytes,
                  "online_env": None if self._collector is None else self._collector.state()}
         atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
@@ -339,7 +340,8 @@ class Trainer:
                         for k, v in state["rng"].items()})
         self.np_rng.bit_generator.state = state["np_rng"]
         self.offline_step, self.online_step, self.updates = state["offline_step"], state["online_step"], state["updates"]
-        self.evals, self.online_episodes = state["evals"], state["online_episodes"]
+        self.evals = [Evaluation.from_json(e) for e in state["evals"]]
+        self.online_episodes = state["online_episodes"]
         self.metrics_bytes = state["metrics_bytes"]
         self._saved_online_env = state["online_env"]
         self.resumed = True
@@ -403,12 +405,10 @@ class Trainer:
                            seed=self.run.seed * 1_000_003 + 10_000 + index * len(self.eval_envs))
         mean = returns.mean(1)
         norm = self._normalized(mean)
-        record = {"step": self._global_step(), "phase": phase, "return": mean.tolist(),
-                  "normalized": None if norm is None else norm.tolist(), "episode_returns": returns.tolist()}
-        if self.run.snapshots:
-            record["snapshot"] = self._save_snapshot()
+        record = Evaluation(mean.tolist(), None if norm is None else norm.tolist(), self._global_step(), phase,
+                            returns.tolist(), self._save_snapshot() if self.run.snapshots else None)
         self.evals.append(record)
-        self._log("eval", {k: v for k, v in record.items() if k not in ("step", "phase")})
+        self._log("eval", {k: v for k, v in record.to_json().items() if k not in ("step", "phase")})
         if self._bar is not None:
             shown = norm if norm is not None else mean
             self._bar.set_postfix_str(f"{'score' if norm is not None else 'return'} {shown.mean():.1f}")
@@ -453,7 +453,7 @@ class Trainer:
             self.tb.close()
             if self.eval_envs is not None:
                 self.eval_envs.close()
-        result = self._final(time.time() - started)
+        result = self._final(time.time() - started).to_json()
         write_json(final_path, result)
         return result
 
@@ -527,37 +527,26 @@ class Trainer:
             collector.close()
             self._collector = None
 
-    def _final(self, wall: float) -> dict[str, Any]:
+    def _final(self, wall: float) -> RunRecord:
         run = self.run
-        out: dict[str, Any] = {
-            "agent": run.agent, "dataset": run.dataset, "env": self.env_id, "seeds": run.seeds,
-            "eval_episodes": run.eval_episodes, "steps": run.steps, "online_steps": run.online_steps,
-            "ref_min_score": self.ref[0], "ref_max_score": self.ref[1], "ref_source": self.ref_source,
-            "wall_seconds_last_session": round(wall, 2),
-            "statistics": {"final": "mean return over the eval episodes of each seed at the last evaluation",
-                           "best": "per seed, the maximum over all evaluations of that seed's mean return",
-                           "offline_final": "last evaluation of the offline phase (O2O runs)"},
-        }
+        out = RunRecord(run.agent, run.dataset, self.env_id, run.seeds, run.eval_episodes, run.steps, run.online_steps,
+                        self.ref[0], self.ref[1], self.ref_source, round(wall, 2), label=run.label or run.agent,
+                        evaluations=list(self.evals))
         if not self.evals:
             return out
-        returns = np.array([e["return"] for e in self.evals])          # [n_evals, S]
-        pack = lambda r: {"return": r.tolist(), "normalized": None if self._normalized(r) is None
-                          else self._normalized(r).tolist()}
-        out["final"] = pack(returns[-1])
-        out["best"] = pack(returns.max(0))
-        offline = [e for e in self.evals if e["phase"] == "offline"]
+        returns = np.array([e.returns for e in self.evals])          # [n_evals, S]
+        pack = lambda r: Scores(r.tolist(), None if self._normalized(r) is None else self._normalized(r).tolist())
+        out.final = pack(returns[-1])
+        out.best = pack(returns.max(0))
+        offline = [e for e in self.evals if e.phase == "offline"]
         if run.online_steps > 0 and offline:
-            out["offline_final"] = pack(np.array(offline[-1]["return"]))
-        out["final_episode_returns"] = self.evals[-1]["episode_returns"]
-        out["risk"] = {
-            "statistic": "per seed, over the episodes of the final evaluation: mean, lower-tail CVaR_α and "
-                         "VaR_α (fractional empirical CVaR), worst episode, P(G ≥ θ)",
-            "episodes_per_seed": run.eval_episodes,
-            "per_seed": [risk_metrics(np.array(r), thresholds=run.risk_thresholds) for r in out["final_episode_returns"]],
-        }
+            out.offline_final = pack(np.array(offline[-1].returns))
+        out.final_episode_returns = self.evals[-1].episode_returns
+        out.risk = Risk([risk_metrics(np.array(r), thresholds=run.risk_thresholds) for r in out.final_episode_returns],
+                        run.eval_episodes)
         if run.eval_episodes < 100:
-            out["risk"]["warning"] = (f"only {run.eval_episodes} episodes per seed; tail statistics need ≥100 "
-                                      "(set eval_episodes)")
+            out.risk.warning = (f"only {run.eval_episodes} episodes per seed; tail statistics need ≥100 "
+                                "(set eval_episodes)")
         return out
 
 

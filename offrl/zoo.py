@@ -38,6 +38,7 @@ from offrl.data.minari_io import datasets_root, write_minari
 from offrl.envs import RECIPES, Recipe, Task, find_task
 from offrl.evaluate import EnvBatch, rollout_episodes
 from offrl.nets import TanhGaussianActor
+from offrl.record import Evaluation
 from offrl.utils import closest, write_json
 
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert", "full-replay")
@@ -75,10 +76,10 @@ def load_policy(path: Path) -> tuple[TanhGaussianActor, dict[str, Any]]:
     return actor, info
 
 
-def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[dict[str, Any]], run_cfg: dict[str, Any],
+def export_policies(behaviour_dir: Path, policies_dir: Path, evals: list[Evaluation], run_cfg: dict[str, Any],
                     obs_dim: int, act_dim: int) -> dict[str, Any]:
     """Actor weights of random-init, every evaluated snapshot, medium and expert, plus index.json."""
-    evaluated = [(e["step"], float(np.mean(e["return"])), e["snapshot"]) for e in evals]
+    evaluated = [(e.step, float(np.mean(e.returns)), e.snapshot) for e in evals]
     if not evaluated:
         raise DatasetError(f"{behaviour_dir}: the behaviour run has no evaluations to pick policies from")
     expert_step, expert_return, _ = evaluated[-1]

@@ -170,3 +170,24 @@ def test_report_has_a_risk_table(pendulum_dataset, tmp_path):
     assert "## Risk (final evaluation, raw returns)" in text
     rows = [line for line in text.splitlines() if line.startswith(("| pendulum | mean | 2 |", "| pendulum | cvar | 2 |"))]
     assert len(rows) == 2 and "cvar 0.1" in text and "fewer than 100 episodes" in text
+
+
+def test_run_record_is_what_the_trainer_wrote(pendulum_dataset, tmp_path):
+    """One typed record for both sides: RunRecord.load(dir) gives back final.json and every evaluation line."""
+    from offrl.record import RunRecord
+
+    run = RunConfig(agent="bc", label="bc-small", dataset="pendulum", env="InvertedPendulum-v5", seeds=2,
+                    steps=30, online_steps=10, eval_every=10, eval_episodes=2, agent_config={"hidden": "16,16"})
+    result = Trainer(run, tmp_path / "r", progress=False, dataset=pendulum_dataset).train()
+    record = RunRecord.load(tmp_path / "r")
+    assert record.to_json() == result == json.loads((tmp_path / "r" / "final.json").read_text())
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    evals = [{k: v for k, v in x.items() if k != "kind"} for x in lines if x["kind"] == "eval"]
+    assert [e.to_json() for e in record.evaluations] == evals and len(evals) == 4       # offline 10, 20, 30; online 40
+    assert record.label == "bc-small" and record.name == "pendulum"
+    assert record.scores("final").tolist() == result["final"]["normalized"]
+    assert record.scores("offline_final").tolist() == evals[2]["normalized"]
+    assert record.risk.column("worst").tolist() == [min(r) for r in result["final_episode_returns"]]
+    (tmp_path / "r" / "final.json").write_text("{}")
+    with pytest.raises(OffrlError, match="not a readable offrl run directory"):
+        RunRecord.load(tmp_path / "r")

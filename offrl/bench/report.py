@@ -9,51 +9,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from offrl import OffrlError
+from offrl.record import RunRecord
 from offrl.utils import atomic_write
 
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 
 
-@dataclass
-class RunResult:
-    label: str
-    agent: str
-    dataset: str
-    seeds: int
-    eval_episodes: int
-    steps: int
-    online_steps: int
-    evals: list[dict[str, Any]]          # every evaluation record of metrics.jsonl
-    final: dict[str, Any]                # final.json
-
-    def scores(self, stat: str) -> np.ndarray:
-        """Normalised scores per seed [S] for `final`, `best` or `offline_final` (raw returns when the
-        dataset has no reference scores)."""
-        block = self.final[stat]
-        return np.asarray(block["normalized"] if block["normalized"] is not None else block["return"], float)
-
-
-def load_run(run_dir: Path) -> RunResult:
-    config = json.loads((run_dir / "config.json").read_text())
-    final = json.loads((run_dir / "final.json").read_text())
-    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
-    run = config["run"]
-    label = run.get("label") or run["agent"]
-    return RunResult(label, run["agent"], run["dataset"] or config["env"], run["seeds"], run["eval_episodes"],
-                     run["steps"], run["online_steps"], evals, final)
-
-
-def collect(dirs: list[str | Path]) -> list[RunResult]:
+def collect(dirs: list[str | Path]) -> list[RunRecord]:
     """Finished runs under the given folders (a run dir holds final.json)."""
     found = []
     for d in dirs:
@@ -61,7 +30,7 @@ def collect(dirs: list[str | Path]) -> list[RunResult]:
         if not d.exists():
             raise OffrlError(f"{d}: no such folder")
         for final in sorted(d.glob("**/final.json")):
-            found.append(load_run(final.parent))
+            found.append(RunRecord.load(final.parent))
     if not found:
         raise OffrlError(f"no finished runs (final.json) under {', '.join(map(str, dirs))}")
     return found
@@ -128,15 +97,15 @@ def bootstrap_diff_ci(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTRAP_REPS, 
     return float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
 
 
-def risk_table(runs: list[RunResult], compare: list[tuple[str, str]] | None = None) -> list[str]:
+def risk_table(runs: list[RunRecord], compare: list[tuple[str, str]] | None = None) -> list[str]:
     """Markdown lines: per dataset and agent, risk statistics of the final evaluation's episode returns
     (each per seed, then mean over seeds [95% bootstrap CI over seeds])."""
-    risky = [r for r in runs if "risk" in r.final]
+    risky = [r for r in runs if r.risk is not None]
     if not risky:
         return []
-    extra = sorted({k for r in risky for st in r.final["risk"]["per_seed"] for k in st if k.startswith("p_ge_")})
+    extra = sorted({k for r in risky for st in r.risk.per_seed for k in st if k.startswith("p_ge_")})
     cols = [*RISK_COLUMNS, *extra]
-    n_eps = sorted({r.final["risk"]["episodes_per_seed"] for r in risky})
+    n_eps = sorted({r.risk.episodes_per_seed for r in risky})
     lines = ["## Risk (final evaluation, raw returns)", "",
              f"Per seed over its {'/'.join(map(str, n_eps))} final-evaluation episodes: mean, lower-tail CVaR_α "
              "(fractional empirical), VaR_α, worst episode" + (", P(G ≥ θ)" if extra else "") + "; cells: mean over "
@@ -144,17 +113,16 @@ def risk_table(runs: list[RunResult], compare: list[tuple[str, str]] | None = No
              "| dataset | agent | seeds | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
     for r in risky:
-        per_seed = r.final["risk"]["per_seed"]
         cells = []
         for c in cols:
-            x = np.array([st.get(c, np.nan) for st in per_seed], float)
+            x = r.risk.column(c)
             lo, hi = bootstrap_mean_ci(x)
             cells.append(f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]")
-        lines.append(f"| {r.dataset} | {r.label} | {len(per_seed)} | " + " | ".join(cells) + " |")
-    if any(r.final["risk"]["episodes_per_seed"] < 100 for r in risky):
+        lines.append(f"| {r.name} | {r.label} | {len(r.risk.per_seed)} | " + " | ".join(cells) + " |")
+    if any(r.risk.episodes_per_seed < 100 for r in risky):
         lines += ["", "Some runs have fewer than 100 episodes per seed: their tail statistics are noisy."]
-    by = {(r.label, r.dataset): r for r in risky}
-    pairs = [(x, y, ds) for x, y in (compare or []) for ds in dict.fromkeys(r.dataset for r in risky)
+    by = {(r.label, r.name): r for r in risky}
+    pairs = [(x, y, ds) for x, y in (compare or []) for ds in dict.fromkeys(r.name for r in risky)
              if (x, ds) in by and (y, ds) in by]
     if pairs:
         lines += ["", "Differences X − Y (mean over seeds, 95% bootstrap CI resampling each agent's seeds):", "",
@@ -162,8 +130,7 @@ def risk_table(runs: list[RunResult], compare: list[tuple[str, str]] | None = No
         for x, y, ds in pairs:
             cells = []
             for c in ("mean", "cvar_0.1", "cvar_0.05", "worst"):
-                a = np.array([st[c] for st in by[(x, ds)].final["risk"]["per_seed"]])
-                b = np.array([st[c] for st in by[(y, ds)].final["risk"]["per_seed"]])
+                a, b = by[(x, ds)].risk.column(c), by[(y, ds)].risk.column(c)
                 lo, hi = bootstrap_diff_ci(a, b)
                 cells.append(f"{a.mean() - b.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]")
             lines.append(f"| {ds} | {x} | {y} | " + " | ".join(cells) + " |")
@@ -175,7 +142,7 @@ def _fmt(m: float, s: float) -> str:
     return f"{m:.1f} ± {s:.1f}"
 
 
-def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl report", command: str = "",
+def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl report", command: str = "",
                  compare: list[tuple[str, str]] | None = None) -> Path:
     """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path."""
     import matplotlib
@@ -187,11 +154,11 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = list(dict.fromkeys(r.label for r in runs))
-    datasets = list(dict.fromkeys(r.dataset for r in runs))
-    by = {(r.label, r.dataset): r for r in runs}
+    datasets = list(dict.fromkeys(r.name for r in runs))
+    by = {(r.label, r.name): r for r in runs}
     seeds = sorted({r.seeds for r in runs})
     episodes = sorted({r.eval_episodes for r in runs})
-    normalised = all(r.final["final"]["normalized"] is not None for r in runs)
+    normalised = all(r.final is not None and r.final.normalized is not None for r in runs)
     unit = "normalised score (100·(R − ref_min)/(ref_max − ref_min))" if normalised else "return"
     lines = [f"# {title}", ""]
     if command:
@@ -246,16 +213,15 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
 
     lines += risk_table(runs, compare or [(lb, labels[0]) for lb in labels[1:]])
 
-    o2o = [r for r in runs if r.online_steps > 0 and "offline_final" in r.final]
+    o2o = [r for r in runs if r.online_steps > 0 and r.offline_final is not None]
     if o2o:
         lines += ["## Offline → online", "", "Regret = mean over online-phase evaluations of (100 − score), "
                   "averaged over seeds.", "", "| agent | dataset | offline (final) | online (final) | regret |",
                   "|---|---|---|---|---|"]
         for r in o2o:
-            online = [np.asarray(e["normalized"] if e["normalized"] is not None else e["return"]) for e in r.evals
-                      if e["phase"] == "online"]
+            online = [e.values() for e in r.evaluations if e.phase == "online"]
             regret = float(np.mean([100 - x for x in online])) if online else float("nan")
-            lines.append(f"| {r.label} | {r.dataset} | {_fmt(*mean_std(r.scores('offline_final')))} | "
+            lines.append(f"| {r.label} | {r.name} | {_fmt(*mean_std(r.scores('offline_final')))} | "
                          f"{_fmt(*mean_std(r.scores('final')))} | {regret:.1f} |")
         lines.append("")
 
@@ -268,8 +234,8 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
             if (lb, ds) not in by:
                 continue
             r = by[(lb, ds)]
-            steps = np.array([e["step"] for e in r.evals])
-            vals = np.array([e["normalized"] if e["normalized"] is not None else e["return"] for e in r.evals], float)
+            steps = np.array([e.step for e in r.evaluations])
+            vals = np.array([e.values() for e in r.evaluations], float)
             m, s = vals.mean(1), vals.std(1)
             ax.plot(steps, m, label=lb)
             ax.fill_between(steps, m - s, m + s, alpha=0.2)
@@ -289,10 +255,10 @@ def build_report(runs: list[RunResult], out: str | Path, title: str = "offrl rep
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["agent", "algorithm", "dataset", "seed", "step", "phase", "return", "normalized"])
     for r in runs:
-        for e in r.evals:
-            for s, ret in enumerate(e["return"]):
-                norm = e["normalized"][s] if e["normalized"] is not None else ""
-                w.writerow([r.label, r.agent, r.dataset, s, e["step"], e["phase"], f"{ret:.4f}",
+        for e in r.evaluations:
+            for s, ret in enumerate(e.returns):
+                norm = e.normalized[s] if e.normalized is not None else ""
+                w.writerow([r.label, r.agent, r.name, s, e.step, e.phase, f"{ret:.4f}",
                             f"{norm:.4f}" if norm != "" else ""])
     atomic_write(out / "scores.csv", lambda f: f.write(buf.getvalue()))
     report = out / "REPORT.md"
