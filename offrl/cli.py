@@ -37,7 +37,10 @@ def _train(args: argparse.Namespace) -> int:
     run.plugins = list(run.plugins) + [str(Path(p).resolve()) for p in args.plugin]
     run.agent_config = {**run.agent_config, **parse_overrides(args.set)}
     out = args.out or Path("runs") / "train" / f"{run.agent}-{slug(Path(run.dataset).stem if str(run.dataset).endswith('.hdf5') else run.dataset or run.env or 'online')}-seed{run.seed}"
-    trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None)
+    lines = args.no_progress or not sys.stdout.isatty()       # no bar to watch: a line per evaluation instead
+    trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None,
+                      log=(lambda line: print(line, flush=True)) if lines else None)
+    print(f"torch threads: {trainer.threads} ({trainer.threads_why})", flush=True)
     result = trainer.train()
     print(f"run directory: {out}")
     for stat in ("final", "best"):
@@ -207,11 +210,12 @@ def _bench(args: argparse.Namespace) -> int:
     # the regenerate line: the same command whether or not progress bars were shown
     command = " ".join(a for a in ["offrl", *_with_bench_run(sys.argv[1:])] if a != "--no-progress").replace(
         "offrl bench run", "offrl bench")
+    print(f"building the report in {report_dir} (bootstrap confidence intervals and plots) ...", flush=True)
     report = build_report(collect(dirs), report_dir, title=f"Suite `{suite.name}`", command=command,
                           compare=suite.compare)
     text = report.read_text()
     print(text[text.index("## Per dataset, final"):text.index("## Per dataset, best")].strip())
-    print(f"\nreport: {report}  (wall time {time.time() - started:.0f} s)")
+    print(f"\nreport: {report}  (wall time {time.time() - started:.0f} s, this command from start to end)")
     return 0
 
 
@@ -257,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int, help="log metrics every k steps")
     t.add_argument("--checkpoint-every", type=int, help="checkpoint every k steps")
     t.add_argument("--device", help="cpu | cuda")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: auto, the cores free at start)")
     _speed_flags(t)
     t.add_argument("--download", action="store_true", help="download a missing Minari dataset")
     t.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")

@@ -42,8 +42,13 @@ class Linear(nn.Module):
             self.bias.uniform_(-bound, bound)
         elif init == "orthogonal":
             w = self.weight.view(-1, self.in_features, self.out_features)
-            for m in range(w.shape[0]):                 # once at construction: a loop is fine here
-                w[m].copy_(nn.init.orthogonal_(torch.empty(self.out_features, self.in_features), gain).T)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)                    # LAPACK's QR rounds differently with more threads: the
+            try:                                        # initial weights must not depend on the thread count
+                for m in range(w.shape[0]):             # once at construction: a loop is fine here
+                    w[m].copy_(nn.init.orthogonal_(torch.empty(self.out_features, self.in_features), gain).T)
+            finally:
+                torch.set_num_threads(threads)
             self.bias.zero_()
         else:
             raise ValueError(f"unknown init {init!r}; use 'torch' or 'orthogonal'")

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
 from offrl.record import Evaluation, Risk, RunRecord, Scores
-from offrl.utils import atomic_write, check_device, closest, write_json
+from offrl.utils import atomic_write, auto_threads, check_device, closest, write_json
 
 
 class NonFiniteError(OffrlError):
@@ -59,7 +59,7 @@ class RunConfig:
     log_every: int = 1000              # write metrics every k steps
     checkpoint_every: int = 10000      # write a checkpoint every k steps (and at each phase end)
     device: str = "cpu"                # cpu | cuda | cuda:N
-    threads: int = 0                   # torch CPU threads (0: torch's default)
+    threads: int = 0                   # torch CPU threads (0: auto, the cores free at start; see offrl.utils.auto_threads)
     compile_mode: str = "none"         # none | compile | cuda-graphs: how update steps run (offrl.fast)
     download: bool = False             # fetch a missing Minari dataset from its remote
     snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
@@ -259,8 +259,10 @@ class Trainer:
     """Builds dataset, buffer, agent and envs from a RunConfig, validating everything first, then runs."""
 
     def __init__(self, run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None,
-                 dataset: Dataset | None = None):
-        self.run, self.out, self.progress = run, Path(out), progress
+                 dataset: Dataset | None = None, log: Callable[[str], None] | None = None):
+        """progress: the progress bar (None: only on a terminal); log: where a line per evaluation goes
+        (step, score, elapsed time, ETA), e.g. `print` when output goes to a file."""
+        self.run, self.out, self.progress, self.log = run, Path(out), progress, log
         agent_cls = check_run(run)
         self.ckpt_path = self.out / "checkpoint.pt"
         if self.out.exists() and (self.ckpt_path.exists() or (self.out / "final.json").exists()) and not resume:
@@ -279,8 +281,8 @@ class Trainer:
         a = self.assembly = assemble(run, agent_cls, dataset)
         self.dataset, self.env_id, self.domain, self.cfg, self.loop = a.dataset, a.env_id, a.domain, a.cfg, a.loop
         self.spec, self.time_feature, self.ref, self.ref_source = a.spec, a.time_feature, a.ref, a.ref_source
-        if run.threads > 0:
-            torch.set_num_threads(run.threads)
+        self.threads, self.threads_why = (run.threads, "--threads") if run.threads > 0 else auto_threads()
+        torch.set_num_threads(self.threads)
         torch.manual_seed(run.seed)
         self.device = torch.device(run.device)
         self.agent: Agent = agent_cls(self.spec, self.cfg, run.seeds, self.device)
@@ -308,7 +310,7 @@ class Trainer:
     def _config_dict(self) -> dict[str, Any]:
         return {"offrl_version": __version__, "torch_version": torch.__version__,
                 "run": dataclasses.asdict(self.run), "agent": dataclasses.asdict(self.cfg),
-                "loop": dataclasses.asdict(self.loop), "domain": self.domain, "env": self.env_id,
+                "loop": dataclasses.asdict(self.loop), "domain": self.domain, "env": self.env_id, "threads": self.threads,
                 "dataset": None if self.dataset is None else {
                     "name": self.dataset.name, "source": self.dataset.source, "transitions": len(self.dataset),
                     "episodes": self.dataset.num_episodes, "ref_min_score": self.ref[0],
@@ -409,9 +411,15 @@ class Trainer:
                             returns.tolist(), self._save_snapshot() if self.run.snapshots else None)
         self.evals.append(record)
         self._log("eval", {k: v for k, v in record.to_json().items() if k not in ("step", "phase")})
+        shown = f"{'score' if norm is not None else 'return'} {(norm if norm is not None else mean).mean():.1f}"
         if self._bar is not None:
-            shown = norm if norm is not None else mean
-            self._bar.set_postfix_str(f"{'score' if norm is not None else 'return'} {shown.mean():.1f}")
+            self._bar.set_postfix_str(shown)
+        if self.log is not None:
+            step, total = self._global_step(), self.run.steps + self.run.online_steps
+            elapsed = time.time() - self._started
+            eta = elapsed / max(step - self._start_step, 1) * (total - step)
+            self.log(f"{self.run.label or self.run.agent} step {step}/{total} ({phase}): {shown} (mean over "
+                     f"{self.run.seeds} seed{'s' * (self.run.seeds > 1)}) | elapsed {elapsed:.0f} s, ETA {eta:.0f} s")
 
     def _save_snapshot(self) -> str:
         """The networks now, as snapshots/step_<global step>.pt (atomic); returns the path in the run dir."""
@@ -438,7 +446,8 @@ class Trainer:
         total = self.run.steps + self.run.online_steps
         self._bar = tqdm(total=total, initial=self._global_step(), desc=self.run.agent, unit="step",
                          disable=None if self.progress is None else not self.progress, dynamic_ncols=True)
-        started = time.time()
+        started = self._started = time.time()
+        self._start_step = self._global_step()
         self._until = until
         if self.run.snapshots and not self.resumed:     # the initial (random) networks, as step 0
             self._save_snapshot()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -101,11 +102,15 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     assert _outputs(killed) == _outputs(straight)
 
 
-def test_process_pool_gives_the_sequential_scores(tmp_path):
+def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tmp_path):
     seq, pool = _suite_dir(tmp_path, "seq"), _suite_dir(tmp_path, "pool")
     assert _bench(seq, "--workers", "1").returncode == 0
-    assert _bench(pool, "--workers", "2").returncode == 0
+    p = _bench(pool, "--workers", "2")                     # stdout is a pipe: no bars, a line per run instead
+    assert p.returncode == 0, p.stderr
     assert _outputs(seq)[1] == _outputs(pool)[1]
+    done = [line for line in p.stdout.splitlines() if re.match(r"\[\d/4\] \S+ on offrl/invertedpendulum/", line)]
+    assert len(done) == 4 and all("ETA" in line and "final" in line for line in done), p.stdout
+    assert "building the report" in p.stdout and p.stdout.count("wall time") == 1
 
 
 def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_path):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,46 @@ def test_train_with_a_plugin_file(tmp_path):
               "--eval-episodes", 1, "--out", tmp_path / "p", "--no-progress")
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "p" / "final.json").exists()
+
+
+def _training_seconds(tmp_path, name, *extra):
+    out = tmp_path / name
+    p = offrl("train", "--agent", "iql", "--dataset", DATA, "--steps", 400, "--eval-episodes", 0, "--out", out, *extra)
+    assert p.returncode == 0, p.stderr
+    return json.loads((out / "final.json").read_text())["wall_seconds_last_session"], p.stdout
+
+
+def test_train_beside_busy_processes_keeps_its_pace(tmp_path):
+    """With the default thread count, busy siblings on the same cores slow a run by their share of the
+    cores, not by threads waiting on each other (with both cores already busy, 400 IQL updates took 40 s
+    with torch's default of 2 threads and 8 s with the auto count of 1)."""
+    alone, stdout = _training_seconds(tmp_path, "alone")
+    assert "torch threads: " in stdout
+    cores = sorted(os.sched_getaffinity(0))
+    spin = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", spin, str(c)]) for c in cores]     # one per core, pinned
+    try:
+        time.sleep(0.5)
+        loaded, stdout = _training_seconds(tmp_path, "loaded")
+    finally:
+        for p in busy:
+            p.kill()
+    assert "torch threads: 1 (auto" in stdout
+    # one more busy process per core halves our share at worst: allow twice that, plus slack
+    assert loaded / alone < 4, (alone, loaded)
+
+
+@pytest.mark.parametrize("agent", ["bc", "td3_bc", "iql", "stock_ac", "sac"])
+def test_thread_count_changes_no_result(pendulum_dataset, tmp_path, agent):
+    """The auto thread count may differ between two runs of one command; the numbers must not (IQL's
+    orthogonal initialisation did differ, through LAPACK's QR)."""
+    from offrl.trainer import RunConfig, Trainer
+
+    lines = []
+    for threads in (1, 2):
+        steps = {"steps": 0, "online_steps": 200, "agent_config": {"random_steps": 50}} if agent == "sac" else {"steps": 200}
+        run = RunConfig(agent=agent, dataset="pendulum", env="InvertedPendulum-v5", seeds=2, eval_every=100,
+                        eval_episodes=2, log_every=50, threads=threads, **steps)
+        Trainer(run, tmp_path / f"t{threads}", progress=False, dataset=pendulum_dataset).train()
+        lines.append((tmp_path / f"t{threads}" / "metrics.jsonl").read_text())
+    assert lines[0] == lines[1]

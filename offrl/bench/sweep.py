@@ -9,6 +9,7 @@ Launchers give identical numbers because every task fixes its own torch thread c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 from offrl import OffrlError
 from offrl.bench.suite import Suite, Task
+from offrl.record import RunRecord
 
 
 def run_task(run: dict[str, Any], out: str) -> str:
@@ -52,7 +54,7 @@ def task_dir(out: Path, task: Task) -> Path:
 
 def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "local", address: str | None = None,
               gpus_per_task: float = 0.0, force: bool = False, progress: bool | None = None,
-              log: Callable[[str], None] = print) -> list[Path]:
+              log: Callable[[str], None] = functools.partial(print, flush=True)) -> list[Path]:
     """Run every unfinished task of `suite`; returns the run directories of all tasks."""
     from tqdm import tqdm
 
@@ -71,23 +73,35 @@ def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "
     payload = [(dataclasses.asdict(_with_checkpoints(t.run)), str(d)) for t, d in todo]
     bar = tqdm(total=len(suite.tasks), initial=len(suite.tasks) - len(todo), unit="run", desc=suite.name,
                disable=None if progress is None else not progress)
-    started = time.time()
+    started, finished = time.time(), 0
+
+    def done(run_dir: str) -> None:
+        """A line per finished run (through the bar when it shows, so the two do not tangle)."""
+        nonlocal finished
+        finished += 1
+        bar.update(1)
+        record = RunRecord.load(run_dir)
+        elapsed = time.time() - started
+        eta = elapsed / finished * (len(todo) - finished)
+        score = "no evaluation" if record.final is None else f"final {record.scores('final').mean():.1f}"
+        line = (f"[{len(suite.tasks) - len(todo) + finished}/{len(suite.tasks)}] {record.label} on {record.name}: "
+                f"{score} (mean over {record.seeds} seed{'s' * (record.seeds > 1)}), run {record.wall_seconds_last_session:.0f} s"
+                f" | elapsed {elapsed:.0f} s, ETA {eta:.0f} s")
+        (bar.write if not bar.disable else log)(line)
+
     try:
         if launcher == "ray":
-            _run_ray(payload, address, gpus_per_task, bar)
+            _run_ray(payload, address, gpus_per_task, done)
         elif workers == 1:
             for run, d in payload:
-                run_task(run, d)
-                bar.update(1)
+                done(run_task(run, d))
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 futures = [pool.submit(run_task, run, d) for run, d in payload]
                 for f in as_completed(futures):
-                    f.result()
-                    bar.update(1)
+                    done(f.result())
     finally:
         bar.close()
-    log(f"suite {suite.name}: done in {time.time() - started:.0f} s")
     return dirs
 
 
@@ -123,11 +137,11 @@ def ray_init_loopback(address: str | None = None) -> Any:
     return ray
 
 
-def _run_ray(payload: list[tuple[dict, str]], address: str | None, gpus: float, bar: Any) -> None:
+def _run_ray(payload: list[tuple[dict, str]], address: str | None, gpus: float, done: Callable[[str], None]) -> None:
     ray = ray_init_loopback(address)
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2, retry_exceptions=True)(run_task)
     pending = [remote.options(num_cpus=max(1, run["threads"])).remote(run, d) for run, d in payload]
     while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        ray.get(done)
-        bar.update(len(done))
+        ready, pending = ray.wait(pending, num_returns=1)
+        for run_dir in ray.get(ready):
+            done(run_dir)
