@@ -17,11 +17,15 @@ def _train(args: argparse.Namespace) -> int:
     from offrl.agent import parse_overrides
     from offrl.trainer import RunConfig, Trainer, run_from_config_file
 
+    saved = Path(args.out) / "config.json" if args.out else None
     if args.config:
         run = run_from_config_file(args.config)
+    elif args.resume and not args.agent and saved is not None and saved.exists():
+        run = RunConfig.from_dict(json.loads(saved.read_text())["run"])    # resume by directory: its own settings
     else:
         if not args.agent:
-            raise OffrlError("offrl train needs --agent NAME (or --config RUN_DIR/config.json)")
+            raise OffrlError("offrl train needs --agent NAME (or --config RUN_DIR/config.json, or --out RUN_DIR "
+                             "--resume to continue a run from its own config.json)")
         run = RunConfig(agent=args.agent)
     for key in ("dataset", "env", "domain", "seeds", "seed", "steps", "online_steps", "online_capacity",
                 "eval_every", "eval_episodes", "log_every", "checkpoint_every", "device", "threads"):
@@ -41,6 +45,12 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None,
                       log=(lambda line: print(line, flush=True)) if lines else None)
     print(f"torch threads: {trainer.threads} ({trainer.threads_why})", flush=True)
+    if trainer.resumed:
+        print(f"resuming {out} from its checkpoint at step {trainer.resumed_from} of "
+              f"{run.steps + run.online_steps}" if trainer.resumed_from is not None else f"{out} is already finished",
+              flush=True)
+    elif args.resume:
+        print(f"{out} has no checkpoint yet: starting from step 0", flush=True)
     result = trainer.train()
     print(f"run directory: {out}")
     for stat in ("final", "best"):

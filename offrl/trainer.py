@@ -57,7 +57,7 @@ class RunConfig:
     eval_episodes: int = 10            # evaluation episodes per seed (≥100 for the risk statistics)
     risk_thresholds: list[float] = field(default_factory=list)  # θ of P(G ≥ θ) in final.json's risk block
     log_every: int = 1000              # write metrics every k steps
-    checkpoint_every: int = 10000      # write a checkpoint every k steps (and at each phase end)
+    checkpoint_every: int = 10000      # checkpoint every k steps and at each phase end (a shorter phase: at each evaluation)
     device: str = "cpu"                # cpu | cuda | cuda:N
     threads: int = 0                   # torch CPU threads (0: auto, the cores free at start; see offrl.utils.auto_threads)
     compile_mode: str = "none"         # none | compile | cuda-graphs: how update steps run (offrl.fast)
@@ -298,6 +298,7 @@ class Trainer:
         self.online_episodes: list[dict[str, Any]] = []
         self.metrics_bytes = 0
         self.resumed = False
+        self.resumed_from: int | None = None     # the step of the checkpoint a resumed run continues from
         self._collector: OnlineCollector | None = None
         self._saved_online_env: dict[str, Any] | None = None
         self._first_bad: torch.Tensor | None = None
@@ -347,6 +348,7 @@ class Trainer:
         self.metrics_bytes = state["metrics_bytes"]
         self._saved_online_env = state["online_env"]
         self.resumed = True
+        self.resumed_from = self._global_step()
 
     # --- logging ---
     def _open_logs(self) -> None:
@@ -488,7 +490,9 @@ class Trainer:
         if (run.eval_every and s % run.eval_every == 0) or last:
             self._check_finite()
             self._evaluate(phase)
-        due = s % run.checkpoint_every == 0 or last
+        # a phase shorter than checkpoint_every checkpoints at its evaluations (or 5 times), so a kill never loses it all
+        every = run.checkpoint_every if total >= run.checkpoint_every else (run.eval_every or max(1, total // 5))
+        due = s % every == 0 or last
         pause = self._until is not None and self._global_step() >= self._until
         if due or pause:
             self._save_checkpoint()

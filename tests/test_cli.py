@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -132,3 +133,26 @@ def test_thread_count_changes_no_result(pendulum_dataset, tmp_path, agent):
         Trainer(run, tmp_path / f"t{threads}", progress=False, dataset=pendulum_dataset).train()
         lines.append((tmp_path / f"t{threads}" / "metrics.jsonl").read_text())
     assert lines[0] == lines[1]
+
+
+def test_a_killed_short_run_resumes_from_its_directory(tmp_path):
+    """A run shorter than checkpoint_every checkpoints at its evaluations; `--out RUN --resume` needs nothing
+    else (the run's config.json), says where it resumes, and ends as the uninterrupted run does."""
+    args = ["--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 600, "--eval-every", 100,
+            "--eval-episodes", 2, "--threads", 1, "--no-progress"]
+    assert offrl("train", *args, "--out", tmp_path / "straight").returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "offrl.cli", "train", *map(str, args), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert (out / "checkpoint.pt").exists() and not (out / "final.json").exists()
+    p = offrl("train", "--out", out, "--resume", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"resuming .* from its checkpoint at step [1-5]00 of 600", p.stdout), p.stdout
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
+    p = offrl("train", "--out", tmp_path / "nothing", "--resume")
+    assert p.returncode == 2 and "--out RUN_DIR --resume" in p.stderr

@@ -11,6 +11,7 @@ import csv
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +139,37 @@ def risk_table(runs: list[RunRecord], compare: list[tuple[str, str]] | None = No
 
 
 # --- the report ---
+def _colors(labels: list[str]) -> dict[str, Any]:
+    """One colour per agent, the same in every plot of a report."""
+    import matplotlib.pyplot as plt
+
+    return {lb: plt.get_cmap("tab10")(i % 10) for i, lb in enumerate(labels)}
+
+
+def _plot_aggregates(point: dict[str, np.ndarray], interval: dict[str, np.ndarray], labels: list[str], unit: str,
+                     path: Path) -> None:
+    """Median, IQM, mean and optimality gap per agent: a dot at the estimate, a bar over its 95% CI."""
+    import matplotlib.pyplot as plt
+
+    colors = _colors(labels)
+    fig, axes = plt.subplots(1, 4, figsize=(12, 0.9 + 0.4 * len(labels)), sharey=True)
+    for i, (ax, name) in enumerate(zip(axes, ["Median", "IQM", "Mean", "Optimality gap"])):
+        for y, lb in enumerate(labels):
+            lo, hi = interval[lb][0, i], interval[lb][1, i]
+            ax.barh(y, hi - lo, left=lo, height=0.6, color=colors[lb], alpha=0.75)
+            ax.plot([point[lb][i]] * 2, [y - 0.3, y + 0.3], color="black", linewidth=1.5)
+        ax.set_title(name, fontsize="medium")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(3))
+        ax.grid(axis="x", alpha=0.3)
+        ax.spines[["top", "right", "left"]].set_visible(False)
+    axes[0].set_yticks(range(len(labels)), labels)
+    fig.supxlabel(f"{unit[0].upper() + unit[1:]} (bars: 95% stratified-bootstrap CIs; optimality gap: lower is better)",
+                  fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight", dpi=110)
+    plt.close(fig)
+
+
 def _fmt(m: float, s: float) -> str:
     return f"{m:.1f} ± {s:.1f}"
 
@@ -195,18 +227,20 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
                 p, lo, hi = probability_of_improvement(score_dict[x] / 100, score_dict[y] / 100)
                 lines.append(f"| {x} | {y} | {p:.3f} | [{lo:.3f}, {hi:.3f}] |")
             lines.append("")
-        names = ["Median", "IQM", "Mean", "Optimality Gap"]
-        fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=names, algorithms=list(score_dict),
-                                                    xlabel_y_coordinate=-0.1 - 0.12 * (4 - min(len(score_dict), 4)),
-                                                    xlabel="Normalised score / 100" if normalised else "Return / 100")
-        fig.savefig(out / "aggregates.png", bbox_inches="tight", dpi=110)
-        plt.close(fig)
-        taus = np.linspace(0.0, max(1.2, max(v.max() for v in score_dict.values()) / 100 + 0.05), 61)
+        unit = "normalised score / 100" if normalised else "return / 100"
+        _plot_aggregates(point, interval, list(score_dict), unit, out / "aggregates.png")
+        all_scores = np.concatenate([v.ravel() for v in score_dict.values()]) / 100
+        span = all_scores.max() - min(all_scores.min(), 0.0)
+        taus = np.linspace(min(all_scores.min(), 0.0), all_scores.max() + 0.05 * span + 1e-3, 81)   # fitted to the data
         np.random.seed(BOOTSTRAP_SEED)          # rliable's profile CIs draw from numpy's global RNG
         profiles, profile_cis = rly.create_performance_profile({k: v / 100 for k, v in score_dict.items()}, taus)
         fig, ax = plt.subplots(figsize=(6, 4))
         plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis, ax=ax,
-                                             xlabel=r"Normalised score / 100 ($\tau$)")
+                                             colors=_colors(list(score_dict)),
+                                             xlabel=rf"{unit[0].upper() + unit[1:]} ($\tau$)", labelsize="medium",
+                                             ticklabelsize="medium")
+        ax.legend(loc="upper right", fontsize="small", frameon=False)
+        ax.set_title(f"Performance profile (final), {len(all_scores)} runs", fontsize="medium")
         fig.savefig(out / "performance_profile.png", bbox_inches="tight", dpi=110)
         plt.close(fig)
         lines += ["![aggregates](aggregates.png)", "", "![performance profile](performance_profile.png)", ""]
@@ -229,6 +263,7 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
     cols = min(3, len(datasets))
     rows = -(-len(datasets) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    colors = _colors(labels)
     for ax, ds in zip(axes.ravel(), datasets):
         for lb in labels:
             if (lb, ds) not in by:
@@ -237,9 +272,9 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
             steps = np.array([e.step for e in r.evaluations])
             vals = np.array([e.values() for e in r.evaluations], float)
             m, s = vals.mean(1), vals.std(1)
-            ax.plot(steps, m, label=lb)
-            ax.fill_between(steps, m - s, m + s, alpha=0.2)
-        ax.set_title(ds.split("/")[-1] if "/" in ds else ds, fontsize=9)
+            ax.plot(steps, m, label=lb, color=colors[lb])
+            ax.fill_between(steps, m - s, m + s, alpha=0.2, color=colors[lb])
+        ax.set_title(ds, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("normalised score" if normalised else "return")
     for ax in axes.ravel()[len(datasets):]:
