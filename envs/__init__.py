@@ -100,6 +100,9 @@ class Recipe:
     measured: str = "not measured yet"   # wall time of a full `datasets make` on the project's 2-core CPU
 
 
+# The zoo's dataset levels, D4RL's ladder plus the full replay (offrl.zoo builds them).
+LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert", "full-replay")
+
 # InvertedPendulum's returns are nearly all-or-nothing, so its "medium" (first snapshot at ≥1/3 of the
 # expert's return) already balances the pole; the graded ladder is a property of the locomotion tasks.
 _SMALL = {   # InvertedPendulum, InvertedDoublePendulum, Reacher

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 
 class RiskyReward(gym.Wrapper, gym.utils.RecordConstructorArgs):

@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
-from offrl.zoo import LEVELS
+from offrl.runconfig import RunConfig
+from offrl.envs import LEVELS
 from offrl.utils import slug
 
 
 def _train(args: argparse.Namespace) -> int:
     from offrl.agent import parse_overrides
-    from offrl.trainer import RunConfig, Trainer, run_from_config_file
+    from offrl.trainer import Trainer, run_from_config_file
 
     saved = Path(args.out) / "config.json" if args.out else None
     if args.config:
@@ -84,9 +85,11 @@ def _datasets(args: argparse.Namespace) -> int:
         rows = [(ds_id, root, "local") for ds_id in found] + [(ds_id, EMBEDDED_ROOT, "embedded") for ds_id in embedded_ids()]
         if not found:
             print(f"(no local Minari datasets under {root}; set MINARI_DATASETS_PATH)")
+        width = max([len(r[0]) for r in rows] + [7])
+        print(f"{'dataset':<{width}}  {'where':<8}  {'episodes':>8}  {'steps':>9}")
         for ds_id, base, kind in rows:
             meta = json.loads((base / ds_id / "data" / "metadata.json").read_text())
-            print(f"{ds_id:<50} {kind:<8} episodes {meta.get('total_episodes', '?'):>6}  steps {meta.get('total_steps', '?'):>8}")
+            print(f"{ds_id:<{width}}  {kind:<8}  {meta.get('total_episodes', '?'):>8}  {meta.get('total_steps', '?'):>9}")
         return 0
     if not args.id:
         raise OffrlError("offrl datasets info needs a dataset id or path")
@@ -281,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="rerun from a run directory's config.json")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.set_defaults(func=_train)
+    run_defaults = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+    for action in t._actions:                 # flags left unset take RunConfig's defaults: show those
+        default = run_defaults.get(action.dest) if action.dest != "agent" else None     # --agent has none
+        if action.default is None and default not in (None, "") and "default" not in (action.help or ""):
+            action.help += f" (default: {default:,})" if isinstance(default, int) else f" (default: {default})"
 
     a = sub.add_parser("agents", help="list registered agents")
     a.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
@@ -299,11 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--budget", default="quick", help="test | quick | standard | full (see offrl.envs.RECIPES)")
     dm.add_argument("--out", help="work folder for the behaviour run and policies")
     dm.add_argument("--root", help="Minari datasets root to write to (default $MINARI_DATASETS_PATH)")
-    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--seed", type=int, default=0, help="seed of the behaviour run and the rollouts")
     dm.add_argument("--from-policies", help="skip training: roll out the policies in this folder "
                     "('shipped': the ones committed with the package for this env and budget)")
     dm.add_argument("--force", action="store_true", help="rebuild levels that already exist")
-    dm.add_argument("--no-progress", action="store_true")
+    dm.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     dm.set_defaults(func=_datasets_make)
     dr = dsub.add_parser("report", help="the zoo's summary table (results/datasets.md) with the ladder check")
     dr.add_argument("--policies", action="append", default=[], help="policies/ folder (default: the shipped ones)")
@@ -311,14 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--out", help="write the Markdown here")
     dr.set_defaults(func=_datasets_report)
     dc = dsub.add_parser("convert", help="a D4RL .hdf5 file → a Minari dataset with D4RL's reference scores")
-    dc.add_argument("file")
+    dc.add_argument("file", help="a D4RL .hdf5 file, e.g. hopper-medium-v2.hdf5")
     dc.add_argument("--id", help="Minari id to write (default d4rl/<task>/<name>-vN from the file name)")
     dc.add_argument("--env", help="Gymnasium env id to record (default: the task's v5 env when shapes match)")
     dc.add_argument("--root", help="Minari datasets root to write to")
-    dc.add_argument("--force", action="store_true")
+    dc.add_argument("--force", action="store_true", help="overwrite a dataset of that id")
     dc.set_defaults(func=_datasets_convert)
 
-    from offrl.bench.suite import SUITES_DIR
+    from offrl.bench import SUITES_DIR
 
     suites = ", ".join(sorted(x.stem for x in SUITES_DIR.glob("*.yaml")))
     b = sub.add_parser("bench", help="benchmarks: run a suite and write its report (`bench run`), or time updates (`bench speed`)",
@@ -331,11 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
                    report_dir=None, force=False, no_progress=False)
     br = bsub.add_parser("run", help="run a suite (the default: `offrl bench SUITE` means `offrl bench run SUITE`)",
                          epilog=f"built-in suites: {suites}",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         )
     br.add_argument("suite", nargs="?", default="quick", help="suite name (offrl/bench/suites) or YAML file")
     br.add_argument("--workers", type=int, default=2, help="parallel processes for the local launcher")
     br.add_argument("--launcher", default="local", choices=["local", "ray"], help="local processes or Ray tasks")
-    br.add_argument("--address", help="Ray cluster address (default: a local Ray on loopback)")
+    br.add_argument("--address", help="Ray cluster address (default: a local Ray on loopback only)")
     br.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task (fractions allowed)")
     br.add_argument("--out", help="run directories (default runs/<suite>)")
     br.add_argument("--report-dir", help="report folder (default results/<suite>)")
@@ -346,28 +354,50 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a comparison report from run directories")
     r.add_argument("dirs", nargs="+", help="folders holding run directories (final.json)")
     r.add_argument("--out", help="report folder, or a .md path")
-    r.add_argument("--title", default="offrl report")
+    r.add_argument("--title", default="offrl report", help="the report's heading")
     r.set_defaults(func=_report)
 
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",
-                         description="updates/s per agent and seed count (d3rlpy side by side when installed)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         description="updates/s per agent and seed count (d3rlpy side by side when installed)")
     sp.add_argument("--agents", default="td3_bc,iql", help="comma-separated agent names")
     sp.add_argument("--seeds", default="1,4", help="comma-separated seed counts")
-    sp.add_argument("--batch", type=int, default=256)
-    sp.add_argument("--obs-dim", type=int, default=17)
-    sp.add_argument("--act-dim", type=int, default=6)
+    sp.add_argument("--batch", type=int, default=256, help="transitions per seed per update")
+    sp.add_argument("--obs-dim", type=int, default=17, help="observation size of the synthetic batches (Hopper's is 11)")
+    sp.add_argument("--act-dim", type=int, default=6, help="action size of the synthetic batches")
     sp.add_argument("--rounds", type=int, default=15, help="round-robin rounds")
     sp.add_argument("--updates", type=int, default=40, help="updates per variant per round")
-    sp.add_argument("--device", default="cpu")
-    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    sp.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     _speed_flags(sp)
     sp.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even when it is installed")
     sp.add_argument("--profile", action="store_true",
                     help="also profile every offrl variant: matmul vs other operator time per update")
     sp.add_argument("--out", help="also write the table (with its command) to this Markdown file")
     sp.set_defaults(func=_bench_speed)
+    for parser in parsers(p):
+        parser.formatter_class = _Help
     return p
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and "%(default)" not in text and "default" not in text and \
+                action.default not in (None, False, [], argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and all its subcommands' parsers."""
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                out += parsers(sub)
+    return out
 
 
 BENCH_COMMANDS = ("run", "speed")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
 from offrl.record import Evaluation, Risk, RunRecord, Scores
+from offrl.runconfig import RunConfig
 from offrl.utils import atomic_write, auto_threads, check_device, closest, write_json
 
 
@@ -35,44 +35,6 @@ class NonFiniteError(OffrlError):
 
 class _Pause(Exception):
     """Raised inside the loop when `train(until=...)` reaches its step; the checkpoint is written."""
-
-
-@dataclass
-class RunConfig:
-    """Everything about a run that is not the agent's own hyper-parameters."""
-    agent: str = "td3_bc"              # registered agent name (`offrl agents`)
-    label: str = ""                    # name of this run in reports (default: the agent name)
-    dataset: str | None = None         # Minari id, Minari folder or D4RL .hdf5 path (None: online only)
-    env: str | None = None             # Gymnasium env id for evaluation/online steps (default: the dataset's)
-    domain: str = "auto"               # hyper-parameter domain: auto | locomotion | antmaze | adroit | classic
-    seeds: int = 1                     # S seeds trained at once along the member axis
-    seed: int = 0                      # base random seed
-    steps: int = 1_000_000             # offline gradient steps
-    online_steps: int = 0              # online env steps per seed after the offline phase
-    online_capacity: int = 0           # online FIFO rows per seed (0: online_steps)
-    offline_data: bool = True          # the dataset's rows go into the buffer (false: it gives only the env,
-                                       # reference scores and statistics, e.g. an online-from-scratch reference row)
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # further buffer sources: {name: {factory, share, …}}
-    eval_every: int = 5000             # evaluate every k steps of each phase (0: only at the end)
-    eval_episodes: int = 10            # evaluation episodes per seed (≥100 for the risk statistics)
-    risk_thresholds: list[float] = field(default_factory=list)  # θ of P(G ≥ θ) in final.json's risk block
-    log_every: int = 1000              # write metrics every k steps
-    checkpoint_every: int = 10000      # checkpoint every k steps and at each phase end (a shorter phase: at each evaluation)
-    device: str = "cpu"                # cpu | cuda | cuda:N
-    threads: int = 0                   # torch CPU threads (0: auto, the cores free at start; see offrl.utils.auto_threads)
-    compile_mode: str = "none"         # none | compile | cuda-graphs: how update steps run (offrl.fast)
-    download: bool = False             # fetch a missing Minari dataset from its remote
-    snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
-    plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent
-    agent_config: dict[str, Any] = field(default_factory=dict)  # --set key=value: agent fields and LoopConfig keys
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            raise OffrlError(f"unknown run setting {unknown[0]!r}{closest(unknown[0], names)}")
-        return cls(**d)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -22,7 +22,6 @@ Recipe (D4RL's, with the differences stated):
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import sys
@@ -35,13 +34,12 @@ import torch
 from offrl import OffrlError, __version__
 from offrl.data.dataset import Dataset, DatasetError, Episode
 from offrl.data.minari_io import datasets_root, write_minari
-from offrl.envs import RECIPES, Recipe, Task, find_task
+from offrl.envs import LEVELS, RECIPES, Recipe, Task, find_task
 from offrl.evaluate import EnvBatch, rollout_episodes
 from offrl.nets import TanhGaussianActor
 from offrl.record import Evaluation
 from offrl.utils import closest, write_json
 
-LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert", "full-replay")
 MEDIUM_FRACTION = 1 / 3
 
 

@@ -1,8 +1,6 @@
 """Shared fixtures: a scripted InvertedPendulum-v5 dataset (made here, no network) and a Minari root."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest

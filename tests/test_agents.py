@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import PLUGIN, PLUGIN_EXT
 from offrl import OffrlError
 from offrl.agent import REGISTRY, Spec, load_builtins, load_plugin, resolve_config, resolve_loop
-from offrl.buffer import Batch, Buffer
+from offrl.buffer import Buffer
 from offrl.trainer import NonFiniteError, RunConfig, Trainer
 
 load_builtins()

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +155,17 @@ def test_a_killed_short_run_resumes_from_its_directory(tmp_path):
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
     p = offrl("train", "--out", tmp_path / "nothing", "--resume")
     assert p.returncode == 2 and "--out RUN_DIR --resume" in p.stderr
+
+
+def test_help_is_fast_to_load_and_complete():
+    """`offrl --help` imports no torch; every option of every subcommand says what it does."""
+    from offrl.cli import build_parser, parsers
+
+    code = "import sys; from offrl.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    for parser in parsers(build_parser()):
+        for action in parser._actions:                 # a subcommand group: each subcommand's line instead
+            for a in getattr(action, "_choices_actions", [action]):
+                assert a.help, (parser.prog, a.dest)
+    text = offrl("train", "--help").stdout
+    assert "evaluate every k steps (default: 5,000)" in " ".join(text.split())

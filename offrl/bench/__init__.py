@@ -1,1 +1,4 @@
-"""Benchmarks: `offrl bench speed` (update throughput)."""
+"""Benchmarks: suites and their sweeps and reports (`offrl bench run`), update throughput (`offrl bench speed`)."""
+from pathlib import Path
+
+SUITES_DIR = Path(__file__).parent / "suites"     # the built-in suites (offrl bench run NAME)

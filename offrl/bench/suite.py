@@ -28,12 +28,12 @@ from typing import Any
 import yaml
 
 from offrl import OffrlError
+from offrl.bench import SUITES_DIR
 from offrl.agent import get_agent, load_plugin, parse_value
 from offrl.data import dataset_exists
 from offrl.trainer import RunConfig
 from offrl.utils import closest, slug
 
-SUITES_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"name": "", "description": "", "agents": [], "datasets": [], "seeds": 1, "steps": 0,
             "online_steps": 0, "eval_every": 0, "eval_episodes": 10, "threads": 1, "seed": 0,
             "compare": [], "plugins": [], "env": None, "domain": "auto", "risk_thresholds": []}

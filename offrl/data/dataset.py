@@ -259,7 +259,7 @@ def flat_episodes(observations: np.ndarray, actions: np.ndarray, rewards: np.nda
         bounds.append(N)                    # a last episode cut by the end of the file
     episodes, start = [], 0
     for stop in bounds:
-        term, tout = bool(terminals[stop - 1]), bool(timeouts[stop - 1])
+        term = bool(terminals[stop - 1])
         if next_observations is not None:
             obs = np.concatenate([observations[start:stop], next_observations[stop - 1:stop]])
             n = stop - start

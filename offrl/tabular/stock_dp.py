@@ -66,7 +66,6 @@ class StockDP:
             f = self.utility
             self.score = lambda c, z: expect(z, lambda x: f(c + x))
         self.steps = _steps(self.mdp, self.horizon)
-        g = self.mdp.gamma
         self._next = self.next_stock or (lambda c, r, gamma: (c + r) / gamma if gamma != 1 else c + r)
 
     def action_dist(self, s: int, c: Any, k: int, a: int) -> Dist:
