@@ -66,11 +66,13 @@ def _key(name: str) -> str:
 
 def find_task(name: str) -> Task | None:
     """The task of a dataset id, D4RL name or env id: 'hopper-medium-v2', 'offrl/hopper/medium-v0',
-    'mujoco/halfcheetah/expert-v0', 'Walker2d-v5', 'D4RL/antmaze/umaze-v1'. None when unknown."""
+    'mujoco/halfcheetah/expert-v0', 'Walker2d-v5', 'D4RL/antmaze/umaze-v1', and D4RL's own file names
+    such as 'hopper_medium_replay-v2'. None when unknown."""
     parts = [p for p in re.split(r"[/]", name) if p]
     candidates = []
     for p in parts:
         candidates.append(_key(p.split("-")[0]))
+        candidates.append(_key(re.split(r"[-_]", p)[0]))
         candidates.append(_key(re.sub(r"-v\d+$", "", p)))
     for c in candidates:
         if c in TASKS:

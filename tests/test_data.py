@@ -87,8 +87,9 @@ def _write_d4rl(path, next_obs: bool, **override):
     return path
 
 
-def test_d4rl_with_next_observations_yields_hand_listed_transitions(tmp_path):
-    ds = load_dataset(str(_write_d4rl(tmp_path / "hopper-medium-v2.hdf5", next_obs=True)))
+@pytest.mark.parametrize("name", ["hopper-medium-v2.hdf5", "hopper_medium_replay-v2.hdf5"])   # D4RL's own file names
+def test_d4rl_with_next_observations_yields_hand_listed_transitions(tmp_path, name):
+    ds = load_dataset(str(_write_d4rl(tmp_path / name, next_obs=True)))
     _check_expected(ds)
     assert (ds.ref_min_score, ds.ref_max_score) == (-20.272305, 3234.3)
     assert ds.env_id == "Hopper-v5"

@@ -170,6 +170,9 @@ def test_report_has_a_risk_table(pendulum_dataset, tmp_path):
     assert "## Risk (final evaluation, raw returns)" in text
     rows = [line for line in text.splitlines() if line.startswith(("| pendulum | mean | 2 |", "| pendulum | cvar | 2 |"))]
     assert len(rows) == 2 and "cvar 0.1" in text and "fewer than 100 episodes" in text
+    # with 3 episodes a seed, CVaR and VaR at α ≤ 1/3 are the worst episode: one column, saying so
+    assert "| mean | worst (= cvar 0.05, cvar 0.1, cvar 0.25, var 0.1) |" in text
+    assert "2 runs: 2 agents × 1 dataset, 2 seeds each, 3 evaluation episodes per seed" in text
 
 
 def test_run_record_is_what_the_trainer_wrote(pendulum_dataset, tmp_path):

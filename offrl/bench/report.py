@@ -98,20 +98,33 @@ def bootstrap_diff_ci(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTRAP_REPS, 
     return float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
 
 
+def tail_columns(episodes: int, columns: tuple[str, ...] = RISK_COLUMNS) -> tuple[list[str], str]:
+    """The risk columns worth showing with `episodes` per seed, and the worst column's header: at a level
+    α with α·n ≤ 1, CVaR_α and VaR_α are the worst episode itself, so those columns fold into it."""
+    def folds(c: str) -> bool:
+        return c.startswith(("cvar_", "var_")) and float(c.split("_")[1]) * episodes <= 1
+    folded = [c.replace("_", " ") for c in columns if folds(c)]
+    worst = "worst" + (f" (= {', '.join(folded)})" if folded else "")
+    return [c for c in columns if not folds(c)], worst
+
+
 def risk_table(runs: list[RunRecord], compare: list[tuple[str, str]] | None = None) -> list[str]:
     """Markdown lines: per dataset and agent, risk statistics of the final evaluation's episode returns
-    (each per seed, then mean over seeds [95% bootstrap CI over seeds])."""
+    (each per seed, then mean over seeds [95% bootstrap CI over seeds]); columns in RISK_COLUMNS' order
+    in every table."""
     risky = [r for r in runs if r.risk is not None]
     if not risky:
         return []
     extra = sorted({k for r in risky for st in r.risk.per_seed for k in st if k.startswith("p_ge_")})
-    cols = [*RISK_COLUMNS, *extra]
     n_eps = sorted({r.risk.episodes_per_seed for r in risky})
+    shown, worst = tail_columns(n_eps[0])
+    cols = [*shown, *extra]
+    header = lambda c: worst if c == "worst" else c.replace("_", " ")
     lines = ["## Risk (final evaluation, raw returns)", "",
              f"Per seed over its {'/'.join(map(str, n_eps))} final-evaluation episodes: mean, lower-tail CVaR_α "
              "(fractional empirical), VaR_α, worst episode" + (", P(G ≥ θ)" if extra else "") + "; cells: mean over "
              f"seeds [95% percentile-bootstrap CI over seeds, {BOOTSTRAP_REPS} resamples, seed {BOOTSTRAP_SEED}].", "",
-             "| dataset | agent | seeds | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+             "| dataset | agent | seeds | " + " | ".join(map(header, cols)) + " |",
              "|---|---|---|" + "---|" * len(cols)]
     for r in risky:
         cells = []
@@ -120,22 +133,29 @@ def risk_table(runs: list[RunRecord], compare: list[tuple[str, str]] | None = No
             lo, hi = bootstrap_mean_ci(x)
             cells.append(f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}]")
         lines.append(f"| {r.name} | {r.label} | {len(r.risk.per_seed)} | " + " | ".join(cells) + " |")
-    if any(r.risk.episodes_per_seed < 100 for r in risky):
+    if n_eps[0] < 100:
         lines += ["", "Some runs have fewer than 100 episodes per seed: their tail statistics are noisy."]
     by = {(r.label, r.name): r for r in risky}
     pairs = [(x, y, ds) for x, y in (compare or []) for ds in dict.fromkeys(r.name for r in risky)
              if (x, ds) in by and (y, ds) in by]
+    diff_cols = [c for c in shown if c in ("mean", "cvar_0.05", "cvar_0.1", "worst")]
     if pairs:
         lines += ["", "Differences X − Y (mean over seeds, 95% bootstrap CI resampling each agent's seeds):", "",
-                  "| dataset | X | Y | Δ mean | Δ cvar 0.1 | Δ cvar 0.05 | Δ worst |", "|---|---|---|---|---|---|---|"]
+                  "| dataset | X | Y | " + " | ".join(f"Δ {header(c)}" for c in diff_cols) + " |",
+                  "|---|---|---|" + "---|" * len(diff_cols)]
         for x, y, ds in pairs:
             cells = []
-            for c in ("mean", "cvar_0.1", "cvar_0.05", "worst"):
+            for c in diff_cols:
                 a, b = by[(x, ds)].risk.column(c), by[(y, ds)].risk.column(c)
                 lo, hi = bootstrap_diff_ci(a, b)
                 cells.append(f"{a.mean() - b.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]")
             lines.append(f"| {ds} | {x} | {y} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def plural(n: int, word: str) -> str:
+    """'1 run', '3 runs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # --- the report ---
@@ -195,8 +215,9 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
     lines = [f"# {title}", ""]
     if command:
         lines += [f"Regenerate: `{command}`", ""]
-    lines += [f"{len(runs)} runs: {len(labels)} agents × {len(datasets)} datasets, {'/'.join(map(str, seeds))} seeds "
-              f"each, {'/'.join(map(str, episodes))} evaluation episodes per seed per evaluation. Numbers are {unit}. "
+    lines += [f"{plural(len(runs), 'run')}: {plural(len(labels), 'agent')} × {plural(len(datasets), 'dataset')}, "
+              f"{'/'.join(map(str, seeds))} seed{'s' * (seeds != [1])} each, {'/'.join(map(str, episodes))} evaluation "
+              f"episode{'s' * (episodes != [1])} per seed per evaluation. Numbers are {unit}. "
               "**final** = last evaluation of each seed; **best** = each seed's maximum over its evaluations "
               "(optimistic: it selects on the evaluation episodes). Tables: mean ± std over seeds (ddof 0).", ""]
     for stat in ("final", "best"):
