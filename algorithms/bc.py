@@ -6,14 +6,15 @@ from dataclasses import dataclass
 import torch
 
 from offrl.agent import Agent, AgentConfig, register
+from offrl.fields import Positive, Sizes
 from offrl.nets import DeterministicActor, per_seed_mean
 
 
 @dataclass
 class BCConfig(AgentConfig):
     normalize_obs: bool = True         # standardise observations (CORL's BC)
-    lr: float = 3e-4                   # Adam learning rate
-    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes
+    lr: Positive = 3e-4                # Adam learning rate
+    hidden: Sizes = (256, 256)         # MLP hidden sizes
 
 
 @register("bc")

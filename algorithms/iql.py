@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from offrl.agent import Agent, AgentConfig, register
+from offrl.fields import Check, Count, NonNegative, OneOf, Positive, Sizes, Unit
 from offrl.nets import Critic, GaussianActor, ValueNet, per_seed_mean, soft_update, target
 
 
@@ -17,17 +19,17 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 
 @dataclass
 class IQLConfig(AgentConfig):
-    reward_transform: str = "iql_locomotion"  # r·1000/(R_max−R_min) on locomotion; antmaze: r−1
-    expectile: float = 0.7             # τ of the expectile regression of V onto min Q_target
-    temperature: float = 3.0           # β: AWR weight exp(β·(Q−V))
-    exp_adv_max: float = 100.0         # clip of the AWR weight
-    actor_lr: float = 3e-4             # Adam learning rate of the policy
-    critic_lr: float = 3e-4            # Adam learning rate of the twin Q
-    value_lr: float = 3e-4             # Adam learning rate of V
-    actor_lr_decay_steps: int = 1_000_000  # cosine decay of the actor lr to 0 over this many steps (0: none)
-    tau: float = 0.005                 # Polyak rate of the target Q
-    dropout: float = 0.0               # dropout in the policy MLP (adroit/kitchen: 0.1)
-    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes
+    reward_transform: OneOf("none", "iql_locomotion", "antmaze") = "iql_locomotion"  # r·1000/(R_max−R_min) on locomotion; antmaze: r−1
+    expectile: Annotated[float, Check(gt=0, lt=1)] = 0.7  # τ of the expectile regression of V onto min Q_target
+    temperature: NonNegative = 3.0     # β: AWR weight exp(β·(Q−V))
+    exp_adv_max: Positive = 100.0      # clip of the AWR weight
+    actor_lr: Positive = 3e-4          # Adam learning rate of the policy
+    critic_lr: Positive = 3e-4         # Adam learning rate of the twin Q
+    value_lr: Positive = 3e-4          # Adam learning rate of V
+    actor_lr_decay_steps: Count = 1_000_000  # cosine decay of the actor lr to 0 over this many steps (0: none)
+    tau: Unit = 0.005                  # Polyak rate of the target Q
+    dropout: Annotated[float, Check(ge=0, lt=1)] = 0.0  # dropout in the policy MLP (adroit/kitchen: 0.1)
+    hidden: Sizes = (256, 256)         # MLP hidden sizes
 
 
 @register("iql")

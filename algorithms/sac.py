@@ -7,21 +7,22 @@ import torch
 from torch import nn
 
 from offrl.agent import Agent, AgentConfig, register
+from offrl.fields import Positive, Sizes, Unit
 from offrl.nets import Critic, TanhGaussianActor, per_seed_mean, soft_update, target
 
 
 @dataclass
 class SACConfig(AgentConfig):
-    actor_lr: float = 3e-4             # Adam learning rate of the policy
-    critic_lr: float = 3e-4            # Adam learning rate of the twin critics
-    alpha_lr: float = 3e-4             # Adam learning rate of log α
-    tau: float = 0.005                 # Polyak rate of the target critics
-    init_alpha: float = 1.0            # initial entropy temperature α
+    actor_lr: Positive = 3e-4          # Adam learning rate of the policy
+    critic_lr: Positive = 3e-4         # Adam learning rate of the twin critics
+    alpha_lr: Positive = 3e-4          # Adam learning rate of log α
+    tau: Unit = 0.005                  # Polyak rate of the target critics
+    init_alpha: Positive = 1.0         # initial entropy temperature α
     autotune_alpha: bool = True        # learn α so that the policy entropy tracks the target
     target_entropy_scale: float = 1.0  # target entropy = −scale·|A|
     log_std_min: float = -20.0         # clamp of the policy's log σ
     log_std_max: float = 2.0
-    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes
+    hidden: Sizes = (256, 256)         # MLP hidden sizes
 
 
 @register("sac")

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
@@ -61,6 +62,7 @@ from torch import Tensor
 from offrl import OffrlError
 from offrl.agent import Agent, AgentConfig, register
 from offrl.buffer import NStep
+from offrl.fields import AtLeastOne, Check, NonNegative, OneOf, Positive, Sizes, Unit
 from offrl.nets import MLP, Critic, DeterministicActor, per_seed_mean, quantile_huber_loss, soft_update, target
 from offrl.risk import objective as make_objective
 
@@ -69,37 +71,37 @@ OBJECTIVES = ("mean", "cvar", "mean_cvar", "naive_cvar", "prob", "target")
 
 @dataclass
 class StockACConfig(AgentConfig):
-    gamma: float = 1.0                 # 1: undiscounted episodic objective (with time_feature)
+    gamma: Annotated[float, Check(gt=0, le=1)] = 1.0  # 1: undiscounted episodic objective (with time_feature)
     time_feature: bool = True          # t/T in the observation; the time limit is a terminal state
-    n_step: int = 1                    # offline targets over n env steps (stock and discount follow); γ = 1 over long episodes needs n > 1
+    n_step: AtLeastOne = 1             # offline targets over n env steps (stock and discount follow); γ = 1 over long episodes needs n > 1
     normalize_obs: bool = True         # standardise observations with the dataset's mean/std (+1e-3)
-    objective: str = "cvar"            # mean | cvar | mean_cvar | naive_cvar | prob | target
-    risk_level: float = 0.1            # τ of CVaR_τ (cvar, mean_cvar, naive_cvar)
-    cvar_weight: float = 0.0           # w of mean_cvar: w·E G + (1−w)·CVaR_τ
+    objective: OneOf(*OBJECTIVES) = "cvar"  # mean | cvar | mean_cvar | naive_cvar | prob | target
+    risk_level: Annotated[float, Check(gt=0, le=1)] = 0.1  # τ of CVaR_τ (cvar, mean_cvar, naive_cvar)
+    cvar_weight: Unit = 0.0            # w of mean_cvar: w·E G + (1−w)·CVaR_τ
     threshold: float = 0.0             # θ (raw return units) of prob (P(G ≥ θ)) and target (−E|G − θ|)
-    reward_scale: float = 0.01         # rewards (and stocks) are multiplied by this inside the agent
+    reward_scale: Positive = 0.01      # rewards (and stocks) are multiplied by this inside the agent
     stock_low: float = math.nan        # c_lo in raw return units (nan: −(max dataset return) − margin)
     stock_high: float = math.nan       # c_hi in raw return units (nan: −min(min dataset return, 0) + margin)
-    stock_margin: float = 0.1          # margin added on both sides, as a fraction of the dataset's return range
-    stock_relabel: str = "trajectory"  # trajectory: c_t = (c_0 + Σ_{k<t} γ^k r_k)/γ^t, c_0 ~ U[c_lo, c_hi] | uniform: c_t ~ U[c_lo, c_hi]
-    c0_grid: int = 101                 # stocks scanned to choose c_0 for cvar/mean_cvar
-    n_quantiles: int = 32              # N quantiles per critic
-    n_critics: int = 2                 # critic ensemble members (target: per-level min of sorted quantiles)
-    kappa: float = 0.01                # quantile Huber threshold in scaled units (0.01 = one raw return unit): see below
-    target: str = "in_sample"          # in_sample: y = r + γ·Z_V(s', c') (IQL-style, no policy actions) | policy: y = r + γ·Z(s', c', π(s', c'))
-    value_expectile: float = 0.7       # in_sample: Z_V's asymmetric weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|
-    actor_loss: str = "awr"            # awr: advantage-weighted regression to dataset actions | td3_bc: −λ·score + BC
-    awr_beta: float = 3.0              # awr: inverse temperature on the advantage normalised by mean|advantage|
-    awr_max_weight: float = 100.0      # awr: weight clip (as IQL)
-    alpha: float = 2.5                 # td3_bc: λ = α / mean|score|
-    actor_lr: float = 3e-4             # Adam learning rate of the actor
-    critic_lr: float = 3e-4            # Adam learning rate of the critics
-    tau: float = 0.005                 # Polyak rate of the target networks
-    policy_noise: float = 0.2          # std of the target policy smoothing noise
-    noise_clip: float = 0.5            # clip of the target policy smoothing noise
-    policy_freq: int = 2               # actor and targets are updated every k critic steps
-    exploration_noise: float = 0.1     # std of Gaussian action noise when acting online
-    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes of actor and critics
+    stock_margin: NonNegative = 0.1    # margin added on both sides, as a fraction of the dataset's return range
+    stock_relabel: OneOf("trajectory", "uniform") = "trajectory"  # trajectory: c_t = (c_0 + Σ_{k<t} γ^k r_k)/γ^t, c_0 ~ U[c_lo, c_hi] | uniform: c_t ~ U[c_lo, c_hi]
+    c0_grid: AtLeastOne = 101          # stocks scanned to choose c_0 for cvar/mean_cvar
+    n_quantiles: AtLeastOne = 32       # N quantiles per critic
+    n_critics: AtLeastOne = 2          # critic ensemble members (target: per-level min of sorted quantiles)
+    kappa: Positive = 0.01             # quantile Huber threshold in scaled units (0.01 = one raw return unit): see below
+    target: OneOf("in_sample", "policy") = "in_sample"  # in_sample: y = r + γ·Z_V(s', c') (IQL-style, no policy actions) | policy: y = r + γ·Z(s', c', π(s', c'))
+    value_expectile: Annotated[float, Check(gt=0, lt=1)] = 0.7  # in_sample: Z_V's asymmetric weight |κ_e − 1{S(Z(s,c,a_D)) < S(Z_V(s,c))}|
+    actor_loss: OneOf("awr", "td3_bc") = "awr"  # awr: advantage-weighted regression to dataset actions | td3_bc: −λ·score + BC
+    awr_beta: NonNegative = 3.0        # awr: inverse temperature on the advantage normalised by mean|advantage|
+    awr_max_weight: Positive = 100.0   # awr: weight clip (as IQL)
+    alpha: NonNegative = 2.5           # td3_bc: λ = α / mean|score|
+    actor_lr: Positive = 3e-4          # Adam learning rate of the actor
+    critic_lr: Positive = 3e-4         # Adam learning rate of the critics
+    tau: Unit = 0.005                  # Polyak rate of the target networks
+    policy_noise: NonNegative = 0.2    # std of the target policy smoothing noise
+    noise_clip: NonNegative = 0.5      # clip of the target policy smoothing noise
+    policy_freq: AtLeastOne = 2        # actor and targets are updated every k critic steps
+    exploration_noise: NonNegative = 0.1  # std of Gaussian action noise when acting online
+    hidden: Sizes = (256, 256)         # MLP hidden sizes of actor and critics
 
 
 def lower_tail_mean(atoms: Tensor, tau: float) -> Tensor:
@@ -116,21 +118,7 @@ class StockAC(Agent):
     Config = StockACConfig
 
     def __init__(self, spec, cfg: StockACConfig, seeds, device="cpu"):
-        super().__init__(spec, cfg, seeds, device)
-        if cfg.objective not in OBJECTIVES:
-            raise OffrlError(f"unknown objective {cfg.objective!r}; choose one of {', '.join(OBJECTIVES)}")
-        if not 0 < cfg.risk_level <= 1:
-            raise OffrlError(f"risk_level (τ) must be in (0, 1], got {cfg.risk_level}")
-        if cfg.target not in ("in_sample", "policy"):
-            raise OffrlError(f"unknown target {cfg.target!r}; choose in_sample or policy")
-        if cfg.stock_relabel not in ("trajectory", "uniform"):
-            raise OffrlError(f"unknown stock_relabel {cfg.stock_relabel!r}; choose trajectory or uniform")
-        if cfg.actor_loss not in ("awr", "td3_bc"):
-            raise OffrlError(f"unknown actor_loss {cfg.actor_loss!r}; choose awr or td3_bc")
-        if not 0 < cfg.gamma <= 1:
-            raise OffrlError(f"gamma must be in (0, 1], got {cfg.gamma}")
-        if cfg.n_step < 1:
-            raise OffrlError(f"n_step must be ≥ 1, got {cfg.n_step}")
+        super().__init__(spec, cfg, seeds, device)         # checks every field's declared range
         if cfg.n_step > 1 and self.reward_shift != 0:
             raise OffrlError(f"n_step={cfg.n_step} sums raw rewards in the buffer, which reward_transform="
                              f"{cfg.reward_transform!r} (a shift per step) cannot follow; use a pure scaling "

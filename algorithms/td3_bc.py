@@ -6,21 +6,22 @@ from dataclasses import dataclass
 import torch
 
 from offrl.agent import Agent, AgentConfig, register
+from offrl.fields import AtLeastOne, NonNegative, Positive, Sizes, Unit
 from offrl.nets import Critic, DeterministicActor, per_seed_mean, soft_update, target
 
 
 @dataclass
 class TD3BCConfig(AgentConfig):
     normalize_obs: bool = True         # the paper standardises states with dataset mean/std (+1e-3)
-    alpha: float = 2.5                 # λ = α / mean|Q(s, π(s))|: weight of Q against BC in the actor loss
-    actor_lr: float = 3e-4             # Adam learning rate of the actor
-    critic_lr: float = 3e-4            # Adam learning rate of the twin critics
-    tau: float = 0.005                 # Polyak rate of the target networks
-    policy_noise: float = 0.2          # std of the target policy smoothing noise
-    noise_clip: float = 0.5            # clip of the target policy smoothing noise
-    policy_freq: int = 2               # actor and targets are updated every k critic steps
-    exploration_noise: float = 0.1     # std of Gaussian action noise when acting online
-    hidden: tuple[int, ...] = (256, 256)  # MLP hidden sizes of actor and critics
+    alpha: NonNegative = 2.5           # λ = α / mean|Q(s, π(s))|: weight of Q against BC in the actor loss
+    actor_lr: Positive = 3e-4          # Adam learning rate of the actor
+    critic_lr: Positive = 3e-4         # Adam learning rate of the twin critics
+    tau: Unit = 0.005                  # Polyak rate of the target networks
+    policy_noise: NonNegative = 0.2    # std of the target policy smoothing noise
+    noise_clip: NonNegative = 0.5      # clip of the target policy smoothing noise
+    policy_freq: AtLeastOne = 2        # actor and targets are updated every k critic steps
+    exploration_noise: NonNegative = 0.1  # std of Gaussian action noise when acting online
+    hidden: Sizes = (256, 256)         # MLP hidden sizes of actor and critics
 
 
 @register("td3_bc")

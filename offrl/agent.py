@@ -19,7 +19,7 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from offrl import OffrlError, __version__
 from offrl.buffer import Batch, Mixing
 from offrl.optim import CachedAdam
 from offrl.data.dataset import Dataset, reward_transform
+from offrl.fields import AtLeastOne, Check, Count, OneOf, Unit, check_fields
 from offrl.utils import closest
 
 CHECKPOINT_FORMAT = 1
@@ -37,10 +38,10 @@ CHECKPOINT_FORMAT = 1
 @dataclass
 class AgentConfig:
     """Fields every agent has. Subclasses add their own; defaults are the paper's."""
-    batch_size: int = 256              # transitions per seed per gradient step
-    gamma: float = 0.99                # discount factor
+    batch_size: AtLeastOne = 256       # transitions per seed per gradient step
+    gamma: Annotated[float, Check(gt=0, le=1)] = 0.99  # discount factor
     normalize_obs: bool = False        # standardise observations with the dataset's mean/std (+1e-3)
-    reward_transform: str = "none"     # none | iql_locomotion (r·1000/(R_max−R_min)) | antmaze (r−1)
+    reward_transform: OneOf("none", "iql_locomotion", "antmaze") = "none"  # none | iql_locomotion (r·1000/(R_max−R_min)) | antmaze (r−1)
     time_feature: bool = False         # append t/T to observations; reaching the time limit T is terminal
 
 
@@ -49,12 +50,12 @@ class LoopConfig:
     """The run's buffer and loop settings (not the agent's): set with the same `--set key=value` as agent
     fields, and resolved like them: these defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain]
     and DEFAULTS['o2o'] entries that name these keys → the run's overrides."""
-    buffer_mixing: str = "union"       # O2O batches: union | fixed | annealed (see offrl.buffer.Mixing)
-    offline_fraction: float = 0.5      # offline share of a batch for fixed/annealed mixing
-    offline_fraction_floor: float = 0.0  # final offline share for annealed mixing
-    anneal_steps: int = 100_000        # online steps over which annealed mixing reaches its floor
-    utd: int = 1                       # gradient steps per environment step online
-    random_steps: int = 0              # uniform-random env steps before the policy acts (online from scratch)
+    buffer_mixing: OneOf("union", "fixed", "annealed") = "union"  # O2O batches: union | fixed | annealed (see offrl.buffer.Mixing)
+    offline_fraction: Unit = 0.5       # offline share of a batch for fixed/annealed mixing
+    offline_fraction_floor: Unit = 0.0  # final offline share for annealed mixing
+    anneal_steps: AtLeastOne = 100_000  # online steps over which annealed mixing reaches its floor
+    utd: AtLeastOne = 1                # gradient steps per environment step online
+    random_steps: Count = 0            # uniform-random env steps before the policy acts (online from scratch)
 
     def mixing(self) -> Mixing:
         return Mixing(self.buffer_mixing, self.offline_fraction, self.offline_fraction_floor, self.anneal_steps)
@@ -108,6 +109,7 @@ class Agent(nn.Module):
 
     def __init__(self, spec: Spec, cfg: AgentConfig, seeds: int, device: torch.device | str = "cpu"):
         super().__init__()
+        check_fields(cfg)
         self.spec, self.cfg, self.seeds, self.device = spec, cfg, seeds, torch.device(device)
         if cfg.normalize_obs and spec.obs_mean is None:
             raise OffrlError(f"{self.name}: normalize_obs=true needs an offline dataset for the statistics; "
@@ -224,6 +226,13 @@ class Agent(nn.Module):
         if state.get("seeds") != self.seeds:
             raise OffrlError(f"checkpoint has {state.get('seeds')} seeds, this agent {self.seeds}; use --seeds "
                              f"{state.get('seeds')}")
+        mine = super().state_dict()
+        for k, v in state["nets"].items():
+            if k in mine and tuple(v.shape) != tuple(mine[k].shape):
+                raise OffrlError(f"it holds {self.name} weights of other shapes ({k}: {tuple(v.shape)} in the "
+                                 f"checkpoint, {tuple(mine[k].shape)} in this run with observation size "
+                                 f"{self.spec.obs_dim} and action size {self.spec.act_dim}): it was written for another "
+                                 "dataset or network size; resume with the same settings, or choose another --out")
         super().load_state_dict(state["nets"], strict=strict)
         self.num_updates = int(state["num_updates"])
         for k, o in self.optimizers.items():
@@ -369,7 +378,9 @@ def resolve_config(agent_cls: type[Agent], domain: str, o2o: bool,
         merged[k] = parse_value(agent_cls.Config, k, v)
     for k in list(merged):
         merged[k] = parse_value(agent_cls.Config, k, merged[k])
-    return agent_cls.Config(**merged)
+    cfg = agent_cls.Config(**merged)
+    check_fields(cfg)
+    return cfg
 
 
 def resolve_loop(agent_cls: type[Agent], domain: str, o2o: bool,
@@ -378,11 +389,8 @@ def resolve_loop(agent_cls: type[Agent], domain: str, o2o: bool,
     merged = _layered(agent_cls, domain, o2o, lambda k: k in LOOP_KEYS)
     merged.update(split_overrides(overrides)[1])
     loop = LoopConfig(**{k: parse_value(LoopConfig, k, v) for k, v in merged.items()})
-    loop.mixing()    # validates the mixing fields
-    if loop.utd < 1:
-        raise OffrlError(f"utd (gradient steps per env step) must be ≥ 1, got {loop.utd}")
-    if loop.random_steps < 0:
-        raise OffrlError(f"random_steps must be ≥ 0, got {loop.random_steps}")
+    check_fields(loop)
+    loop.mixing()    # and floor ≤ offline_fraction
     return loop
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
-from offrl.runconfig import RunConfig
+from offrl.runconfig import RUN_FLAGS, RunConfig
 from offrl.envs import LEVELS
 from offrl.utils import slug
 
@@ -28,8 +28,7 @@ def _train(args: argparse.Namespace) -> int:
             raise OffrlError("offrl train needs --agent NAME (or --config RUN_DIR/config.json, or --out RUN_DIR "
                              "--resume to continue a run from its own config.json)")
         run = RunConfig(agent=args.agent)
-    for key in ("dataset", "env", "domain", "seeds", "seed", "steps", "online_steps", "online_capacity",
-                "eval_every", "eval_episodes", "log_every", "checkpoint_every", "device", "threads"):
+    for key in RUN_FLAGS:
         value = getattr(args, key)
         if value is not None:
             setattr(run, key, value)

@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offrl import OffrlError
+from offrl.fields import AtLeastOne, Count
 from offrl.utils import closest
+
+
+# RunConfig fields that `offrl train` sets with a flag of the same name (--online-steps for online_steps).
+RUN_FLAGS = ("dataset", "env", "domain", "seeds", "seed", "steps", "online_steps", "online_capacity", "eval_every",
+             "eval_episodes", "log_every", "checkpoint_every", "device", "threads")
 
 
 @dataclass
@@ -17,21 +23,21 @@ class RunConfig:
     dataset: str | None = None         # Minari id, Minari folder or D4RL .hdf5 path (None: online only)
     env: str | None = None             # Gymnasium env id for evaluation/online steps (default: the dataset's)
     domain: str = "auto"               # hyper-parameter domain: auto | locomotion | antmaze | adroit | classic
-    seeds: int = 1                     # S seeds trained at once along the member axis
+    seeds: AtLeastOne = 1              # S seeds trained at once along the member axis
     seed: int = 0                      # base random seed
-    steps: int = 1_000_000             # offline gradient steps
-    online_steps: int = 0              # online env steps per seed after the offline phase
-    online_capacity: int = 0           # online FIFO rows per seed (0: online_steps)
+    steps: Count = 1_000_000           # offline gradient steps
+    online_steps: Count = 0            # online env steps per seed after the offline phase
+    online_capacity: Count = 0         # online FIFO rows per seed (0: online_steps)
     offline_data: bool = True          # the dataset's rows go into the buffer (false: it gives only the env,
                                        # reference scores and statistics, e.g. an online-from-scratch reference row)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # further buffer sources: {name: {factory, share, …}}
-    eval_every: int = 5000             # evaluate every k steps of each phase (0: only at the end)
-    eval_episodes: int = 10            # evaluation episodes per seed (≥100 for the risk statistics)
+    eval_every: Count = 5000           # evaluate every k steps of each phase (0: only at the end)
+    eval_episodes: Count = 10          # evaluation episodes per seed (≥100 for the risk statistics)
     risk_thresholds: list[float] = field(default_factory=list)  # θ of P(G ≥ θ) in final.json's risk block
-    log_every: int = 1000              # write metrics every k steps
-    checkpoint_every: int = 10000      # checkpoint every k steps and at each phase end (a shorter phase: at each evaluation)
+    log_every: AtLeastOne = 1000       # write metrics every k steps
+    checkpoint_every: AtLeastOne = 10000  # checkpoint every k steps and at each phase end (a shorter phase: at each evaluation)
     device: str = "cpu"                # cpu | cuda | cuda:N
-    threads: int = 0                   # torch CPU threads (0: auto, the cores free at start; see offrl.utils.auto_threads)
+    threads: Count = 0                 # torch CPU threads (0: auto, the cores free at start; see offrl.utils.auto_threads)
     compile_mode: str = "none"         # none | compile | cuda-graphs: how update steps run (offrl.fast)
     download: bool = False             # fetch a missing Minari dataset from its remote
     snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt

@@ -6,8 +6,10 @@ when finished, final.json with raw and normalised scores per seed.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +26,11 @@ from offrl.envs import find_task
 from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
+from offrl.fields import check_fields
 from offrl.record import Evaluation, Risk, RunRecord, Scores
-from offrl.runconfig import RunConfig
-from offrl.utils import atomic_write, auto_threads, check_device, closest, write_json
+from offrl.runconfig import RUN_FLAGS, RunConfig
+from offrl.utils import (DirectoryLock, atomic_write, auto_threads, check_device, check_writable_dir, closest,
+                         remove_stale_temps, write_json)
 
 
 class NonFiniteError(OffrlError):
@@ -35,6 +39,10 @@ class NonFiniteError(OffrlError):
 
 class _Pause(Exception):
     """Raised inside the loop when `train(until=...)` reaches its step; the checkpoint is written."""
+
+
+CHECKPOINT_KEYS = ("agent", "buffer", "rng", "np_rng", "offline_step", "online_step", "updates", "evals",
+                   "online_episodes", "metrics_bytes", "online_env")
 
 
 def _rng_state() -> dict[str, Any]:
@@ -69,10 +77,7 @@ def check_run(run: RunConfig) -> type[Agent]:
     for p in run.plugins:
         load_plugin(p)
     agent_cls = get_agent(run.agent)
-    if run.seeds < 1:
-        raise OffrlError(f"--seeds must be ≥ 1, got {run.seeds}")
-    if run.steps < 0 or run.online_steps < 0:
-        raise OffrlError("--steps and --online-steps must be ≥ 0")
+    check_fields(run, lambda name: f"--{name.replace('_', '-')}" if name in RUN_FLAGS else f"run setting {name}")
     if run.steps == 0 and run.online_steps == 0:
         raise OffrlError("nothing to do: both --steps and --online-steps are 0")
     if run.dataset is None and run.steps > 0:
@@ -226,6 +231,10 @@ class Trainer:
         (step, score, elapsed time, ETA), e.g. `print` when output goes to a file."""
         self.run, self.out, self.progress, self.log = run, Path(out), progress, log
         agent_cls = check_run(run)
+        check_writable_dir(self.out)
+        self.lock = DirectoryLock(self.out)
+        if self.out.exists():
+            self.lock.check()                  # another process is training this directory: say so now
         self.ckpt_path = self.out / "checkpoint.pt"
         if self.out.exists() and (self.ckpt_path.exists() or (self.out / "final.json").exists()) and not resume:
             raise OffrlError(f"run directory {self.out} already holds a run; pass --resume to continue it, "
@@ -261,6 +270,7 @@ class Trainer:
         self.metrics_bytes = 0
         self.resumed = False
         self.resumed_from: int | None = None     # the step of the checkpoint a resumed run continues from
+        self._last_good_step: int | None = None
         self._collector: OnlineCollector | None = None
         self._saved_online_env: dict[str, Any] | None = None
         self._first_bad: torch.Tensor | None = None
@@ -291,7 +301,8 @@ class Trainer:
                  "online_step": self.online_step, "updates": self.updates, "evals": [e.to_json() for e in self.evals],
                  "online_episodes": self.online_episodes, "metrics_bytes": self.metrics_bytes,
                  "online_env": None if self._collector is None else self._collector.state()}
-        atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
+        with self._writing("the checkpoint"):
+            atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
 
     def _load_checkpoint(self) -> None:
         try:
@@ -299,7 +310,15 @@ class Trainer:
         except Exception as e:
             raise OffrlError(f"{self.ckpt_path}: the checkpoint cannot be read ({type(e).__name__}: {e}); "
                              "delete it to restart the run from scratch") from None
-        self.agent.load_state_dict(state["agent"])
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            holds = f"a dict of {', '.join(map(str, list(state)[:6]))}" if isinstance(state, dict) else type(state).__name__
+            raise OffrlError(f"{self.ckpt_path} is not an offrl run checkpoint: it holds {holds}, without "
+                             f"{', '.join(missing[:4])}; delete it (or choose another --out) to start the run afresh")
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except OffrlError as e:
+            raise OffrlError(f"{self.ckpt_path}: {e}") from None
         self.buffer.load_state_dict(state["buffer"])
         _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
                         for k, v in state["rng"].items()})
@@ -316,29 +335,43 @@ class Trainer:
     def _open_logs(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "config.json", self._config_dict())
+        with self._writing("config.json"):
+            remove_stale_temps(self.out)             # half-written files of a killed run (we hold the lock)
+            write_json(self.out / "config.json", self._config_dict())
         metrics = self.out / "metrics.jsonl"
-        if metrics.exists():                      # drop lines written after the checkpoint we resume from
-            with open(metrics, "r+b") as f:
-                f.truncate(self.metrics_bytes)
-        self.metrics_file = open(metrics, "ab")
-        self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self._global_step() if self.resumed else None)
+        with self._writing("metrics.jsonl"):
+            if metrics.exists():                      # drop lines written after the checkpoint we resume from
+                with open(metrics, "r+b") as f:
+                    f.truncate(self.metrics_bytes)
+            self.metrics_file = open(metrics, "ab")
+        # TensorBoard's events are a view of metrics.jsonl: rebuilt from it, so after any kill and resume
+        # every (tag, step) is there exactly once, as in an uninterrupted run.
+        with self._writing("the TensorBoard events"):
+            shutil.rmtree(self.out / "tb", ignore_errors=True)
+            self.tb = SummaryWriter(str(self.out / "tb"))
+            with open(metrics, "rb") as f:
+                for line in f:
+                    self._tb_record(json.loads(line))
 
     def _global_step(self) -> int:
         return self.offline_step + self.online_step
+
+    def _tb_record(self, record: dict[str, Any]) -> None:
+        for name, v in record.items():
+            if isinstance(v, list) and v and isinstance(v[0], (int, float)):
+                for s, x in enumerate(v):
+                    self.tb.add_scalar(f"{record['kind']}/{name}/seed{s}", x, record["step"])
 
     def _log(self, kind: str, values: dict[str, Any]) -> None:
         step = self._global_step()
         phase = "online" if self.online_step > 0 else "offline"
         record = {"step": step, "phase": phase, "kind": kind, **values}
-        self.metrics_file.write((json.dumps(record) + "\n").encode())
-        self.metrics_file.flush()
-        self.metrics_bytes = self.metrics_file.tell()
-        for name, v in values.items():
-            if isinstance(v, list) and v and isinstance(v[0], (int, float)):
-                for s, x in enumerate(v):
-                    self.tb.add_scalar(f"{kind}/{name}/seed{s}", x, step)
+        with self._writing("metrics.jsonl"):
+            self.metrics_file.write((json.dumps(record) + "\n").encode())
+            self.metrics_file.flush()
+            self.metrics_bytes = self.metrics_file.tell()
+        with self._writing("the TensorBoard events"):
+            self._tb_record(record)
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor]) -> None:
         values = {k: v.float().cpu().tolist() for k, v in metrics.items()}
@@ -359,8 +392,9 @@ class Trainer:
         raise NonFiniteError(
             f"{self.run.agent}: a loss became non-finite at step {int(self._first_bad)} "
             f"({', '.join(bad_names) or 'see metrics.jsonl'}: {[self._last_metrics[k].tolist() for k in bad_names]}); "
-            f"the run stopped; its last good checkpoint is {self.ckpt_path} (step "
-            f"{self._last_good_step}). Lower the learning rates or check the dataset's rewards")
+            "the run stopped; " + (f"its last good checkpoint is {self.ckpt_path} (step {self._last_good_step})"
+                                   if self._last_good_step is not None else "no checkpoint was written before it") +
+            ". Lower the learning rates or check the dataset's rewards")
 
     # --- evaluation ---
     def _evaluate(self, phase: str) -> None:
@@ -389,7 +423,8 @@ class Trainer:
         """The networks now, as snapshots/step_<global step>.pt (atomic); returns the path in the run dir."""
         rel = f"snapshots/step_{self._global_step():09d}.pt"
         nets = self.agent.state_dict()["nets"]
-        atomic_write(self.out / rel, lambda f: torch.save(nets, f), binary=True)
+        with self._writing(f"the snapshot {rel}"):
+            atomic_write(self.out / rel, lambda f: torch.save(nets, f), binary=True)
         return rel
 
     # --- the loop ---
@@ -402,11 +437,20 @@ class Trainer:
         final_path = self.out / "final.json"
         if final_path.exists() and self.resumed:
             return json.loads(final_path.read_text())
+        with self._writing("the run directory"):
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            return self._train(until, final_path)
+        finally:
+            self.lock.release()
+
+    def _train(self, until: int | None, final_path: Path) -> dict[str, Any] | None:
         from tqdm import tqdm
 
+        self._last_good_step = self._global_step() if self.ckpt_path.exists() else None
         self._open_logs()
         self._first_bad = torch.tensor(-1, device=self.device)
-        self._last_good_step = self._global_step() if self.ckpt_path.exists() else None
         total = self.run.steps + self.run.online_steps
         self._bar = tqdm(total=total, initial=self._global_step(), desc=self.run.agent, unit="step",
                          disable=None if self.progress is None else not self.progress, dynamic_ncols=True)
@@ -423,12 +467,27 @@ class Trainer:
         finally:
             self._bar.close()
             self.metrics_file.close()
-            self.tb.close()
+            with self._writing("the TensorBoard events"):
+                self.tb.close()
             if self.eval_envs is not None:
                 self.eval_envs.close()
         result = self._final(time.time() - started).to_json()
-        write_json(final_path, result)
+        with self._writing("final.json"):
+            write_json(final_path, result)
         return result
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Any:
+        """Turn an OS error while writing (a full disk, a file-size limit, a vanished folder) into one line
+        that says what was being written, at which step, and which checkpoint survives."""
+        try:
+            yield
+        except OSError as e:
+            good = self._last_good_step
+            kept = (f"the last good checkpoint is step {good} ({self.ckpt_path})" if good is not None
+                    else "no checkpoint was written yet")
+            raise OffrlError(f"{(e.strerror or str(e)).lower()} ({e.filename or self.out}) while writing {what} at "
+                             f"step {self._global_step()}; {kept}") from None
 
     def _phase(self, name: str) -> Phase:
         run = self.run

@@ -14,12 +14,15 @@ from typing import Any, Callable, Iterable
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> None:
     """Write a file through `write(fileobj)` into a temp file beside `path`, then rename it over `path`.
 
-    A reader never sees a half-written file, and a crash leaves the previous version intact.
+    A reader never sees a half-written file, and a crash leaves the previous version intact (a kill
+    can leave the temp file `.NAME.*.tmp`; `remove_stale_temps` clears them). The file gets the
+    permissions of an ordinary new file under the user's umask, not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -29,6 +32,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that killed `atomic_write`s left in `folder` (call it only while holding
+    the folder's lock); returns them."""
+    stale = sorted(Path(folder).glob(".*.*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -116,3 +134,59 @@ def auto_threads() -> tuple[int, str]:
     busy = busy_cores()
     n = max(1, min(_TORCH_DEFAULT_THREADS, cores, int(cores - busy + 0.5)))
     return n, f"auto: {busy:.1f} of {cores} cores busy; --threads N sets it"
+
+
+class DirectoryLock:
+    """An exclusive lock on a run directory (`.lock`, flock): a second trainer of the same directory, in
+    this process or another, is refused with the holder's pid. The OS drops the lock when its holder
+    dies, even by SIGKILL, so a killed run never leaves a stale lock."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        from offrl import OffrlError
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OffrlError(f"{self.path.parent} is being trained by process {holder} (it holds {self.path}); "
+                             "wait for it to finish or stop it, then resume") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)             # closing the descriptor drops the flock
+            self._fd = None
+
+    def check(self) -> None:
+        """Fail now, naming the holder, if someone else holds the lock (does not keep it)."""
+        if self.path.exists():
+            self.acquire()
+            self.release()
+
+
+def check_writable_dir(folder: str | os.PathLike, flag: str = "--out") -> None:
+    """Raise before any work unless `folder` can be created and written: not below a file, not on a
+    read-only or forbidden place (probed with a temp file in its nearest existing parent)."""
+    from offrl import OffrlError
+
+    path = Path(folder).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is below the file {existing}"
+        raise OffrlError(f"{flag} {folder} {where}, not a folder; choose another {flag}")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise OffrlError(f"{flag} {folder}: cannot write in {existing} ({e.strerror}); choose another {flag}") from None

@@ -68,10 +68,17 @@ def test_report_statistics_match_hand_computed_values():
     (("scripted-noisy-small-v0]", "scripted-mixed-small-v0]"), "tiny.yaml:3: duplicate dataset"),
     (("label: td3_bc-small, ", "label: bc, "), "tiny.yaml:2: duplicate agent entry 'bc'"),
     (("seeds: 2", "seedz: 2"), "tiny.yaml:4: unknown key 'seedz'"),
+    (("set: {hidden: [32, 32]}", "set: [32, 32]"), "tiny.yaml:2: an agent entry's set: and run: are mappings"),
+    (("hidden: [32, 32]", "hidden: [32, 32], policy_freq: 0"), "tiny.yaml:2: td3_bc-small on "
+     "offrl/invertedpendulum/scripted-mixed-small-v0: policy_freq must be ≥ 1, got 0"),
+    (("hidden: [32, 32]", "hidden: []"), "tiny.yaml:2: td3_bc-small on offrl/invertedpendulum/scripted-mixed-small-v0: "
+     "hidden must be non-empty"),
+    (("seeds: 2", "seeds: 2\nenv: Hopper-v5"), "tiny.yaml:3: dataset 'offrl/invertedpendulum/scripted-mixed-small-v0' "
+     "has observation and action sizes (4, 1), but the suite's env Hopper-v5 (line 5) has (11, 3)"),
 ])
 def test_bad_suites_fail_before_any_run_naming_the_line(tmp_path, edit, message):
     d = _suite_dir(tmp_path, "bad", TINY.replace(*edit))
-    with pytest.raises(SuiteError, match=message.replace("[", r"\[")):
+    with pytest.raises(SuiteError, match=re.escape(message)):
         load_suite(str(d / "tiny.yaml"))
     p = _bench(d)
     assert p.returncode == 2 and message in p.stderr

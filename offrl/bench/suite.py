@@ -29,8 +29,11 @@ import yaml
 
 from offrl import OffrlError
 from offrl.bench import SUITES_DIR
-from offrl.agent import get_agent, load_plugin, parse_value
-from offrl.data import dataset_exists
+from offrl.agent import get_agent, load_plugin, parse_value, resolve_config, resolve_loop
+from offrl.data import dataset_exists, dataset_shapes
+from offrl.envs import find_task
+from offrl.evaluate import make_env
+from offrl.fields import check_fields
 from offrl.trainer import RunConfig
 from offrl.utils import closest, slug
 
@@ -217,6 +220,30 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
             **budget, **{k: v for k, v in run_over.items() if k not in budget}))
 
     tasks = [task(*variant, ds) for variant in variants for ds in datasets]
+    if settings["env"]:                       # one env for every dataset: their shapes must fit it
+        try:
+            probe = make_env(settings["env"])
+        except OffrlError as e:
+            raise SuiteError(f"{where(nodes['env'])}: {e}") from None
+        env_shapes = (probe.observation_space.shape[0], probe.action_space.shape[0])
+        probe.close()
+        for node, ds in zip(nodes["datasets"].value, datasets):
+            shapes = dataset_shapes(ds)
+            if shapes is not None and shapes != env_shapes:
+                raise SuiteError(f"{where(node)}: dataset {ds!r} has observation and action sizes {shapes}, but the "
+                                 f"suite's env {settings['env']} (line {nodes['env'].start_mark.line + 1}) has "
+                                 f"{env_shapes}; remove env: or give datasets of that env")
+    entry_nodes = dict(zip(labels, nodes["agents"].value))
+    for t in tasks:                           # every agent and loop value in its declared range, per dataset
+        task_info = find_task(t.dataset)
+        domain = t.run.domain if t.run.domain != "auto" else (task_info.domain if task_info else "locomotion")
+        try:
+            check_fields(t.run, lambda name: f"{name} of {t.label}")
+            cls = get_agent(t.run.agent)
+            resolve_config(cls, domain, t.run.online_steps > 0, t.run.agent_config)
+            resolve_loop(cls, domain, t.run.online_steps > 0, t.run.agent_config)
+        except OffrlError as e:
+            raise SuiteError(f"{where(entry_nodes[t.label])}: {t.label} on {t.dataset}: {e}") from None
     for t in tasks:
         if t.run.steps == 0 and t.run.online_steps == 0:
             raise SuiteError(f"{path}: {t.label} has nothing to do (steps and online_steps are both 0)")

@@ -12,6 +12,8 @@ import dataclasses
 import functools
 import os
 import shutil
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -96,13 +98,27 @@ def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "
             for run, d in payload:
                 done(run_task(run, d))
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(run_task, run, d) for run, d in payload]
                 for f in as_completed(futures):
                     done(f.result())
     finally:
         bar.close()
     return dirs
+
+
+def die_with_parent(parent: int, period: float = 0.5) -> None:
+    """Worker initializer: end this process as soon as `parent` (the sweep) is gone, even when it was
+    killed with SIGKILL and could not stop its workers, so a killed `offrl bench` leaves nothing training
+    (the run directory's lock dies with the worker; the rerun resumes from the last checkpoint)."""
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:             # re-parented: the sweep died
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(period)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _with_checkpoints(run: Any) -> Any:

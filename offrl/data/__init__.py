@@ -7,7 +7,7 @@ from offrl.data.d4rl import load_d4rl
 from offrl.data.dataset import Dataset, DatasetError, Episode, flat_episodes, reward_transform
 from offrl.data.minari_io import datasets_root, load_minari, write_minari
 
-__all__ = ["EMBEDDED_ROOT", "embedded_ids", "ids_under", "dataset_exists", "Dataset", "DatasetError", "Episode", "load_dataset", "load_d4rl", "load_minari",
+__all__ = ["EMBEDDED_ROOT", "embedded_ids", "ids_under", "dataset_exists", "dataset_shapes", "Dataset", "DatasetError", "Episode", "load_dataset", "load_d4rl", "load_minari",
            "write_minari", "datasets_root", "flat_episodes", "reward_transform"]
 
 
@@ -36,6 +36,26 @@ def dataset_exists(source: str) -> bool:
     """Whether `load_dataset(source)` finds something without downloading (used to validate suites)."""
     p = Path(source)
     return (p.is_file() and str(source).endswith((".hdf5", ".h5"))) or _minari_folder(source) is not None
+
+
+def dataset_shapes(source: str) -> tuple[int, int] | None:
+    """(observation size, action size) of a local dataset read from its metadata or hdf5 headers, without
+    loading it (None where it cannot tell): lets a suite check its env against every dataset up front."""
+    import json
+
+    try:
+        if str(source).endswith((".hdf5", ".h5")):
+            import h5py
+            with h5py.File(source, "r") as f:
+                return int(f["observations"].shape[-1]), int(f["actions"].shape[-1])
+        folder = _minari_folder(source)
+        if folder is None:
+            return None
+        meta = json.loads((folder / "data" / "metadata.json").read_text())
+        shape = lambda space: json.loads(meta[space])["shape"]
+        return int(shape("observation_space")[0]), int(shape("action_space")[0])
+    except (OSError, KeyError, ValueError, TypeError, IndexError):
+        return None
 
 
 def load_dataset(source: str, download: bool = False, env_id: str | None = None) -> Dataset:
