@@ -138,7 +138,7 @@ def risk_table(runs: list[RunRecord], compare: list[tuple[str, str]] | None = No
     by = {(r.label, r.name): r for r in risky}
     pairs = [(x, y, ds) for x, y in (compare or []) for ds in dict.fromkeys(r.name for r in risky)
              if (x, ds) in by and (y, ds) in by]
-    diff_cols = [c for c in shown if c in ("mean", "cvar_0.05", "cvar_0.1", "worst")]
+    diff_cols = [c for c in shown if c in ("mean", "cvar_0.05", "cvar_0.1", "cvar_0.25", "worst")]
     if pairs:
         lines += ["", "Differences X − Y (mean over seeds, 95% bootstrap CI resampling each agent's seeds):", "",
                   "| dataset | X | Y | " + " | ".join(f"Δ {header(c)}" for c in diff_cols) + " |",
