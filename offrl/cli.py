@@ -224,7 +224,7 @@ def _bench(args: argparse.Namespace) -> int:
         "offrl bench run", "offrl bench")
     print(f"building the report in {report_dir} (bootstrap confidence intervals and plots) ...", flush=True)
     report = build_report(collect(dirs), report_dir, title=f"Suite `{suite.name}`", command=command,
-                          compare=suite.compare)
+                          compare=suite.compare, wall_time=bool(suite.settings["report_wall_time"]))
     text = report.read_text()
     print(text[text.index("## Per dataset, final"):text.index("## Per dataset, best")].strip())
     print(f"\nreport: {report}  (wall time {time.time() - started:.0f} s, this command from start to end)")
@@ -236,7 +236,7 @@ def _report(args: argparse.Namespace) -> int:
 
     out = Path(args.out).parent if args.out and args.out.endswith(".md") else Path(args.out or "report")
     report = build_report(collect(args.dirs), out, title=args.title,
-                          command="offrl report " + " ".join(sys.argv[2:]))
+                          command="offrl report " + " ".join(sys.argv[2:]), wall_time=args.wall_time)
     if args.out and args.out.endswith(".md") and Path(args.out) != report:
         report.rename(args.out)
         report = Path(args.out)
@@ -354,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dirs", nargs="+", help="folders holding run directories (final.json)")
     r.add_argument("--out", help="report folder, or a .md path")
     r.add_argument("--title", default="offrl report", help="the report's heading")
+    r.add_argument("--wall-time", action="store_true", help="add each agent's run wall times (a Compute table)")
     r.set_defaults(func=_report)
 
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",

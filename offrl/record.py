@@ -100,6 +100,13 @@ class RunRecord:
     risk: Risk | None = None
     label: str = ""                             # the run's name in reports (config.json; default the agent)
     evaluations: list[Evaluation] = field(default_factory=list)
+    wall_seconds: float | None = None           # training wall time over all sessions (each up to its last
+                                                # checkpoint, the last one to the end); None in older runs
+
+    @property
+    def run_seconds(self) -> float:
+        """The run's wall time: over all its sessions when recorded, else its last session's."""
+        return self.wall_seconds if self.wall_seconds is not None else self.wall_seconds_last_session
 
     @property
     def name(self) -> str:
@@ -120,6 +127,8 @@ class RunRecord:
             "eval_episodes": self.eval_episodes, "steps": self.steps, "online_steps": self.online_steps,
             "ref_min_score": self.ref_min_score, "ref_max_score": self.ref_max_score, "ref_source": self.ref_source,
             "wall_seconds_last_session": self.wall_seconds_last_session, "statistics": STATISTICS}
+        if self.wall_seconds is not None:
+            out["wall_seconds"] = self.wall_seconds
         for stat in ("final", "best", "offline_final"):
             if getattr(self, stat) is not None:
                 out[stat] = getattr(self, stat).to_json()
@@ -135,7 +144,8 @@ class RunRecord:
         return cls(d["agent"], d["dataset"], d["env"], d["seeds"], d["eval_episodes"], d["steps"], d["online_steps"],
                    d["ref_min_score"], d["ref_max_score"], d["ref_source"], d["wall_seconds_last_session"],
                    block("final"), block("best"), block("offline_final"), d.get("final_episode_returns"),
-                   Risk.from_json(d["risk"]) if "risk" in d else None, label or d["agent"], evaluations or [])
+                   Risk.from_json(d["risk"]) if "risk" in d else None, label or d["agent"], evaluations or [],
+                   d.get("wall_seconds"))
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunRecord":

@@ -268,6 +268,7 @@ class Trainer:
         self.evals: list[Evaluation] = []
         self.online_episodes: list[dict[str, Any]] = []
         self.metrics_bytes = 0
+        self.wall_before = 0.0         # training wall time of earlier sessions, up to the checkpoint resumed from
         self.resumed = False
         self.resumed_from: int | None = None     # the step of the checkpoint a resumed run continues from
         self._last_good_step: int | None = None
@@ -300,6 +301,7 @@ class Trainer:
                  "np_rng": self.np_rng.bit_generator.state, "offline_step": self.offline_step,
                  "online_step": self.online_step, "updates": self.updates, "evals": [e.to_json() for e in self.evals],
                  "online_episodes": self.online_episodes, "metrics_bytes": self.metrics_bytes,
+                 "wall_seconds": self.wall_before + time.time() - self._started,
                  "online_env": None if self._collector is None else self._collector.state()}
         with self._writing("the checkpoint"):
             atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
@@ -327,6 +329,7 @@ class Trainer:
         self.evals = [Evaluation.from_json(e) for e in state["evals"]]
         self.online_episodes = state["online_episodes"]
         self.metrics_bytes = state["metrics_bytes"]
+        self.wall_before = state.get("wall_seconds", 0.0)        # (checkpoints before it was kept: 0)
         self._saved_online_env = state["online_env"]
         self.resumed = True
         self.resumed_from = self._global_step()
@@ -565,7 +568,7 @@ class Trainer:
         run = self.run
         out = RunRecord(run.agent, run.dataset, self.env_id, run.seeds, run.eval_episodes, run.steps, run.online_steps,
                         self.ref[0], self.ref[1], self.ref_source, round(wall, 2), label=run.label or run.agent,
-                        evaluations=list(self.evals))
+                        evaluations=list(self.evals), wall_seconds=round(self.wall_before + wall, 2))
         if not self.evals:
             return out
         returns = np.array([e.returns for e in self.evals])          # [n_evals, S]

@@ -153,6 +153,21 @@ def risk_table(runs: list[RunRecord], compare: list[tuple[str, str]] | None = No
     return lines + [""]
 
 
+def compute_table(runs: list[RunRecord]) -> list[str]:
+    """Markdown lines: each agent's run wall time (all seeds of a run train in one process), to budget
+    new rows of a suite."""
+    by_label: dict[str, list[float]] = {}
+    for r in runs:
+        by_label.setdefault(r.label, []).append(r.run_seconds)
+    lines = ["## Compute", "", "Wall time of each run (one process training all its seeds; runs of a sweep may share "
+             "the machine with each other and with other work, so these are what it took here, not a benchmark).", "",
+             "| agent | runs | total (h) | per run, mean (min) | per run, min–max (min) |", "|---|---|---|---|---|"]
+    for label, secs in by_label.items():
+        lines.append(f"| {label} | {len(secs)} | {sum(secs) / 3600:.2f} | {np.mean(secs) / 60:.1f} | "
+                     f"{min(secs) / 60:.1f}–{max(secs) / 60:.1f} |")
+    return lines + [""]
+
+
 def plural(n: int, word: str) -> str:
     """'1 run', '3 runs'."""
     return f"{n} {word}{'' if n == 1 else 's'}"
@@ -195,8 +210,9 @@ def _fmt(m: float, s: float) -> str:
 
 
 def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl report", command: str = "",
-                 compare: list[tuple[str, str]] | None = None) -> Path:
-    """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path."""
+                 compare: list[tuple[str, str]] | None = None, wall_time: bool = False) -> Path:
+    """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path. wall_time:
+    add each agent's run wall times (then the report is no longer reproducible byte for byte)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -304,6 +320,8 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=110)
     plt.close(fig)
+    if wall_time:
+        lines += compute_table(runs)
     lines += ["## Learning curves", "", "Mean ± std over seeds at each evaluation.", "",
               "![learning curves](learning_curves.png)", "", "Every per-seed, per-evaluation number: `scores.csv`.", ""]
 

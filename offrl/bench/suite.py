@@ -13,6 +13,7 @@
     eval_episodes: 5
     threads: 1                   # torch threads per task: fixed, so every launcher gives identical numbers
     compare: [[td3_bc, bc]]      # probability-of-improvement pairs in the report (default: each vs the first)
+    report_wall_time: false      # true: the report adds each agent's run wall times (no longer byte-reproducible)
 
 Every error names the file and line, and is raised before any run starts. A zoo dataset
 (`offrl/<task>/<level>-v0`) missing on disk is listed in `Suite.missing` when the package ships the
@@ -39,7 +40,8 @@ from offrl.utils import closest, slug
 
 TOP_KEYS = {"name": "", "description": "", "agents": [], "datasets": [], "seeds": 1, "steps": 0,
             "online_steps": 0, "eval_every": 0, "eval_episodes": 10, "threads": 1, "seed": 0,
-            "compare": [], "plugins": [], "env": None, "domain": "auto", "risk_thresholds": []}
+            "compare": [], "plugins": [], "env": None, "domain": "auto", "risk_thresholds": [],
+            "report_wall_time": False}
 
 
 class SuiteError(OffrlError):
@@ -140,6 +142,8 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
         nodes[key] = v
     settings = {k: (_plain(nodes[k]) if k in nodes else d) for k, d in TOP_KEYS.items()}
     settings["name"] = settings["name"] or path.stem
+    if not isinstance(settings["report_wall_time"], bool):
+        raise SuiteError(f"{where(nodes['report_wall_time'])}: report_wall_time is true or false")
     for key in ("seeds", "steps", "online_steps", "eval_every", "eval_episodes", "threads", "seed"):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 0:
             raise SuiteError(f"{where(nodes[key])}: {key} must be a non-negative integer, got {settings[key]!r}")

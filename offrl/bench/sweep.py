@@ -87,7 +87,7 @@ def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "
         eta = elapsed / finished * (len(todo) - finished)
         score = "no evaluation" if record.final is None else f"final {record.scores('final').mean():.1f}"
         line = (f"[{len(suite.tasks) - len(todo) + finished}/{len(suite.tasks)}] {record.label} on {record.name}: "
-                f"{score} (mean over {record.seeds} seed{'s' * (record.seeds > 1)}), run {record.wall_seconds_last_session:.0f} s"
+                f"{score} (mean over {record.seeds} seed{'s' * (record.seeds > 1)}), run {record.run_seconds:.0f} s"
                 f" | elapsed {elapsed:.0f} s, ETA {eta:.0f} s")
         (bar.write if not bar.disable else log)(line)
 
