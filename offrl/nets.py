@@ -204,18 +204,20 @@ class TanhGaussianActor(nn.Module):
 
 class GaussianActor(nn.Module):
     """IQL's policy: N(tanh(MLP(s)), exp(log σ)) with a state-independent log σ (init 0) clipped to
-    [log_std_min, log_std_max]; not tanh-squashed, so dataset actions have a finite log-prob."""
+    [log_std_min, log_std_max]; not tanh-squashed, so dataset actions have a finite log-prob.
+    `tanh_mean=False` leaves the mean unbounded (AWAC's policy in CORL); actions are clipped to [-1, 1]."""
 
     def __init__(self, obs_dim: int, act_dim: int, members: Members, hidden: Sequence[int] = (256, 256),
-                 log_std_min: float = -5.0, log_std_max: float = 2.0, **mlp):
+                 log_std_min: float = -5.0, log_std_max: float = 2.0, tanh_mean: bool = True, **mlp):
         super().__init__()
         self.net = MLP(obs_dim, act_dim, members, hidden, activate_final=False, **mlp)
         self.log_std = nn.Parameter(torch.zeros(*members, 1, act_dim))
-        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.log_std_min, self.log_std_max, self.tanh_mean = log_std_min, log_std_max, tanh_mean
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """(mean [S, B, A], log σ [S, 1, A])."""
-        return torch.tanh(self.net(obs)), self.log_std.clamp(self.log_std_min, self.log_std_max)
+        mean = self.net(obs)
+        return torch.tanh(mean) if self.tanh_mean else mean, self.log_std.clamp(self.log_std_min, self.log_std_max)
 
     def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
         """log π(a|s) [S, B] of a diagonal Gaussian."""
@@ -224,9 +226,10 @@ class GaussianActor(nn.Module):
         return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def sample(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """An action [S, B, A] in [-1, 1]: the mean, or a reparameterised sample, clipped."""
         mean, log_std = self(obs)
         if deterministic:
-            return mean
+            return mean if self.tanh_mean else mean.clamp(-1.0, 1.0)
         return (mean + log_std.exp() * torch.randn_like(mean)).clamp(-1.0, 1.0)
 
 

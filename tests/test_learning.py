@@ -5,19 +5,31 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from offrl.trainer import RunConfig, Trainer
 
 THRESHOLD = 100.0      # episode return; far above random (≤15) and zero-action (≤34) policies
 
 
-@pytest.mark.parametrize("agent,steps", [("bc", 1000), ("td3_bc", 2000), ("iql", 2000)])
+@pytest.mark.parametrize("agent,steps", [("bc", 1000), ("td3_bc", 2000), ("iql", 2000), ("awac", 2000)])
 def test_offline_agent_learns_pendulum(agent, steps, pendulum_dataset, tmp_path):
     run = RunConfig(agent=agent, dataset="pendulum", seeds=2, steps=steps, eval_every=0, eval_episodes=5,
                     log_every=500, agent_config={"hidden": "64,64"})
     result = Trainer(run, tmp_path / agent, progress=False, dataset=pendulum_dataset).train()
     final = np.array(result["final"]["return"])
     assert final.mean() >= THRESHOLD, final
+
+
+def test_awac_fails_without_its_policy_loss(pendulum_dataset, tmp_path, monkeypatch):
+    """The learning test above is about the actor: with every AWAC weight zeroed it stays a random policy."""
+    import offrl.algorithms.awac as awac
+
+    monkeypatch.setattr(awac, "awac_weights", lambda q, v, lam, m: torch.zeros_like(q))
+    run = RunConfig(agent="awac", dataset="pendulum", seeds=2, steps=2000, eval_every=0, eval_episodes=5,
+                    log_every=500, agent_config={"hidden": "64,64"})
+    final = np.array(Trainer(run, tmp_path / "zeroed", progress=False, dataset=pendulum_dataset).train()["final"]["return"])
+    assert final.mean() < THRESHOLD / 2, final
 
 
 def test_iql_offline_to_online(pendulum_dataset, tmp_path):
