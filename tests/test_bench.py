@@ -12,8 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from offrl.bench.report import aggregates, iqm, mean_std
+from offrl.bench.report import aggregates, compute_table, iqm, mean_std
 from offrl.bench.suite import SuiteError, load_suite
+from offrl.record import RunRecord
 
 TINY = """name: tiny
 agents: [bc, {name: td3_bc, label: td3_bc-small, set: {hidden: [32, 32]}}]
@@ -167,3 +168,14 @@ def test_every_shipped_suite_loads_once_its_datasets_exist(minari_root):
                 write_minari(ds, stand_in, "InvertedPendulum-v5", ref_min_score=0.0, ref_max_score=1.0, root=minari_root)
         suite = load_suite(name)
         assert len(suite.tasks) == len(suite.labels) * len(suite.datasets)
+
+
+def test_compute_table_sums_sessions_and_flags_runs_that_kept_only_the_last():
+    def run(dataset, last, total):
+        return RunRecord("iql", dataset, "Hopper-v5", 3, 10, 100, 0, 0.0, 1.0, "test", last, label="iql",
+                         wall_seconds=total)
+    lines = compute_table([run("a", 600.0, 1800.0), run("b", 1200.0, None)])
+    row = next(line for line in lines if line.startswith("| iql |"))
+    assert row == "| iql | 2 | 0.83 | 25.0 | 20.0–30.0 |", row         # 1800 s and (last session only) 1200 s
+    assert any("1 run recorded only its last session's time" in line and "iql on b." in line for line in lines)
+    assert not any("only its last" in line for line in compute_table([run("a", 600.0, 1800.0)]))

@@ -153,6 +153,8 @@ def test_a_killed_short_run_resumes_from_its_directory(tmp_path):
     assert p.returncode == 0, p.stderr
     assert re.search(r"resuming .* from its checkpoint at step [1-5]00 of 600", p.stdout), p.stdout
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
+    final = json.loads((out / "final.json").read_text())     # the wall time counts the killed session too
+    assert final["wall_seconds"] > final["wall_seconds_last_session"] > 0, final
     p = offrl("train", "--out", tmp_path / "nothing", "--resume")
     assert p.returncode == 2 and "--out RUN_DIR --resume" in p.stderr
 

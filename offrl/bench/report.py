@@ -165,6 +165,10 @@ def compute_table(runs: list[RunRecord]) -> list[str]:
     for label, secs in by_label.items():
         lines.append(f"| {label} | {len(secs)} | {sum(secs) / 3600:.2f} | {np.mean(secs) / 60:.1f} | "
                      f"{min(secs) / 60:.1f}–{max(secs) / 60:.1f} |")
+    partial = [f"{r.label} on {r.name}" for r in runs if r.wall_seconds is None]
+    if partial:     # runs written by code that kept only the last session's time: a resumed one is undercounted
+        lines += ["", f"{plural(len(partial), 'run')} recorded only its last session's time (written before offrl kept "
+                  "the time over sessions), a lower bound if it was resumed: " + ", ".join(partial) + "."]
     return lines + [""]
 
 
