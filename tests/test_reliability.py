@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import torch
 
 from conftest import EMBEDDED_MIXED as DATA
 from offrl import OffrlError
+from offrl.data import Dataset
+from offrl.data.scripted import pendulum_episodes
 from offrl.trainer import RunConfig, Trainer
 from test_bench import _outputs, _suite_dir
 
@@ -255,3 +258,17 @@ def test_the_non_finite_message_names_a_checkpoint_only_when_there_is_one(pendul
     with pytest.raises(OffrlError, match="no checkpoint was written before it"):
         Trainer(run, tmp_path / "r", progress=False, dataset=pendulum_dataset).train()
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_the_non_finite_message_names_the_last_good_checkpoint(tmp_path):
+    """Paused with a checkpoint at step 40, resumed on rewards of 1e30 (their squared TD errors overflow)."""
+    episodes = pendulum_episodes(4, max_steps=200)
+    def dataset(scale):
+        return Dataset.from_episodes([replace(e, rewards=e.rewards * scale) for e in episodes], where="test",
+                                     name="scripted/invertedpendulum/mixed-v0", env_id="InvertedPendulum-v5")
+    run, out = _run(steps=100, eval_every=0, checkpoint_every=20), tmp_path / "r"
+    assert Trainer(run, out, progress=False, dataset=dataset(1.0)).train(until=40) is None
+    with pytest.raises(OffrlError, match=r"non-finite at step 41 .*its last good checkpoint is \S*checkpoint.pt "
+                                         r"\(step 40\)"):
+        Trainer(run, out, resume=True, progress=False, dataset=dataset(1e30)).train()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["offline_step"] == 40
