@@ -8,6 +8,7 @@ from typing import Annotated
 import torch
 
 from offrl.agent import Agent, AgentConfig, register
+from offrl.data.dataset import REWARD_TRANSFORMS
 from offrl.fields import Check, Count, NonNegative, OneOf, Positive, Sizes, Unit
 from offrl.nets import Critic, GaussianActor, ValueNet, per_seed_mean, soft_update, target
 
@@ -19,7 +20,7 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 
 @dataclass
 class IQLConfig(AgentConfig):
-    reward_transform: OneOf("none", "iql_locomotion", "antmaze") = "iql_locomotion"  # r·1000/(R_max−R_min) on locomotion; antmaze: r−1
+    reward_transform: OneOf(*REWARD_TRANSFORMS) = "iql_locomotion"  # r·1000/(R_max−R_min) on locomotion; antmaze: r−1
     expectile: Annotated[float, Check(gt=0, lt=1)] = 0.7  # τ of the expectile regression of V onto min Q_target
     temperature: NonNegative = 3.0     # β: AWR weight exp(β·(Q−V))
     exp_adv_max: Positive = 100.0      # clip of the AWR weight

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from offrl import OffrlError, __version__
 from offrl.buffer import Batch, Mixing
 from offrl.optim import CachedAdam
-from offrl.data.dataset import Dataset, reward_transform
+from offrl.data.dataset import REWARD_TRANSFORMS, Dataset, reward_transform
 from offrl.fields import AtLeastOne, Check, Count, OneOf, Unit, check_fields
 from offrl.utils import closest
 
@@ -41,7 +41,7 @@ class AgentConfig:
     batch_size: AtLeastOne = 256       # transitions per seed per gradient step
     gamma: Annotated[float, Check(gt=0, le=1)] = 0.99  # discount factor
     normalize_obs: bool = False        # standardise observations with the dataset's mean/std (+1e-3)
-    reward_transform: OneOf("none", "iql_locomotion", "antmaze") = "none"  # none | iql_locomotion (r·1000/(R_max−R_min)) | antmaze (r−1)
+    reward_transform: OneOf(*REWARD_TRANSFORMS) = "none"  # none | iql_locomotion (r·1000/(R_max−R_min)) | antmaze (r−1) | cql_antmaze (10r−5)
     time_feature: bool = False         # append t/T to observations; reaching the time limit T is terminal
 
 

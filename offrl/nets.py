@@ -21,8 +21,8 @@ Members = tuple[int, ...]
 class Linear(nn.Module):
     """y = x W + b per member. weight [*members, in, out], bias [*members, 1, out].
 
-    init: "torch" (PyTorch's default: U(±1/√in) for weight and bias) or "orthogonal" (gain `gain`,
-    zero bias, as in the official IQL/JAX code).
+    init: "torch" (PyTorch's default: U(±1/√in) for weight and bias), "orthogonal" (gain `gain`,
+    zero bias, as in the official IQL/JAX code) or "xavier" (Glorot uniform with gain `gain`, zero bias).
     """
 
     def __init__(self, in_features: int, out_features: int, members: Members, init: str = "torch",
@@ -50,8 +50,12 @@ class Linear(nn.Module):
             finally:
                 torch.set_num_threads(threads)
             self.bias.zero_()
+        elif init == "xavier":
+            bound = gain * math.sqrt(6.0 / (self.in_features + self.out_features))
+            self.weight.uniform_(-bound, bound)
+            self.bias.zero_()
         else:
-            raise ValueError(f"unknown init {init!r}; use 'torch' or 'orthogonal'")
+            raise ValueError(f"unknown init {init!r}; use 'torch', 'orthogonal' or 'xavier'")
 
     def forward(self, x: Tensor, ensemble: slice | None = None) -> Tensor:
         """x [*members, B, in] → [*members, B, out]. `ensemble` selects members along axis 1 (e.g. the
@@ -97,14 +101,15 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, members: Members, hidden: Sequence[int] = (256, 256),
                  layernorm: bool = False, dropout: float = 0.0, activate_final: bool = False,
-                 init: str = "torch", gain: float = 1.0, last_gain: float | None = None):
+                 init: str = "torch", gain: float = 1.0, last_gain: float | None = None, last_init: str | None = None):
         super().__init__()
         sizes = [in_features, *hidden, out_features]
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == len(sizes) - 2
-            self.layers.append(Linear(a, b, members, init, gain if not last or last_gain is None else last_gain))
+            self.layers.append(Linear(a, b, members, last_init or init if last else init,
+                                      gain if not last or last_gain is None else last_gain))
             if layernorm and (not last or activate_final):
                 self.norms.append(LayerNorm(b, members))
         self.layernorm, self.dropout, self.activate_final = layernorm, dropout, activate_final
@@ -183,16 +188,24 @@ class TanhGaussianActor(nn.Module):
     """
 
     def __init__(self, obs_dim: int, act_dim: int, members: Members, hidden: Sequence[int] = (256, 256),
-                 log_std_min: float = -20.0, log_std_max: float = 2.0, **mlp):
+                 log_std_min: float = -20.0, log_std_max: float = 2.0, log_std_offset: float | None = None, **mlp):
+        """log_std_offset: learn log σ = m·net(s) + c with scalars m (init 1) and c (init this value) per
+        member, as CQL's policy does; None: log σ = net(s)."""
         super().__init__()
         self.act_dim = act_dim
         self.net = MLP(obs_dim, 2 * act_dim, members, hidden, **mlp)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        if log_std_offset is not None:
+            self.log_std_scale = nn.Parameter(torch.ones(*members, 1, 1))
+            self.log_std_shift = nn.Parameter(torch.full((*members, 1, 1), float(log_std_offset)))
+        self.affine = log_std_offset is not None
 
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         mean, log_std = self.net(obs).split(self.act_dim, -1)
         if deterministic:
             return torch.tanh(mean), torch.zeros(mean.shape[:-1], device=mean.device)
+        if self.affine:
+            log_std = self.log_std_scale * log_std + self.log_std_shift
         log_std = log_std.clamp(self.log_std_min, self.log_std_max)
         eps = torch.randn_like(mean)
         u = mean + log_std.exp() * eps

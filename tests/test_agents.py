@@ -112,8 +112,8 @@ def _slice_state(state, k, S):
 @pytest.mark.parametrize("name", AGENTS)
 def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
     """Member k of a 3-seed agent, given member k's weights, batch and noise, steps exactly like a
-    1-seed agent. Every random draw of the agents goes through torch.randn_like on [S, ...] tensors;
-    the test records the 3-seed draws and replays member k's slice to the 1-seed agent."""
+    1-seed agent. Every random draw of the agents goes through torch.randn_like or torch.rand_like on
+    [S, ...] tensors; the test records the 3-seed draws and replays member k's slices to the 1-seed agent."""
     S, k = 3, 1
     spec = Spec.from_dataset(fitted, "classic")
     torch.manual_seed(0)
@@ -121,16 +121,19 @@ def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
     small = _make(name, spec, 1)
     small.load_state_dict(_slice_state(big.state_dict(), k, S))
     buf = Buffer(fitted, S, seed=1, columns=big.columns(), gamma=big.cfg.gamma)
-    real_randn_like = torch.randn_like
+    real = {"randn_like": torch.randn_like, "rand_like": torch.rand_like}
     for step in range(4):                           # covers delayed actor steps (policy_freq 2)
         batch = buf.sample(16)
         draws = []
-        monkeypatch.setattr(torch, "randn_like", lambda x, **kw: draws.append(real_randn_like(x, **kw)) or draws[-1])
+        for fn, draw in real.items():
+            monkeypatch.setattr(torch, fn, lambda x, draw=draw, **kw: draws.append(draw(x, **kw)) or draws[-1])
         m_big = big.update(batch)
         replay = iter(d[k:k + 1] for d in draws)
-        monkeypatch.setattr(torch, "randn_like", lambda x, **kw: next(replay))
+        for fn in real:
+            monkeypatch.setattr(torch, fn, lambda x, **kw: next(replay))
         m_small = small.update(type(batch)(*(t[k:k + 1] for t in batch)))
-        monkeypatch.setattr(torch, "randn_like", real_randn_like)
+        for fn, draw in real.items():
+            monkeypatch.setattr(torch, fn, draw)
         assert m_big.keys() == m_small.keys()
         for key in m_big:
             torch.testing.assert_close(m_big[key][k:k + 1], m_small[key], rtol=0, atol=1e-6, msg=f"{key} step {step}")

@@ -171,6 +171,7 @@ def test_dataset_env_mismatch_and_action_rescaling(pendulum_dataset):
 def test_reward_transforms_follow_the_papers():
     assert reward_transform("none", None) == (1.0, 0.0)
     assert reward_transform("antmaze", None) == (1.0, -1.0)
+    assert reward_transform("cql_antmaze", None) == (10.0, -5.0)
     scale, shift = reward_transform("iql_locomotion", (-20.0, 380.0))
     assert scale == pytest.approx(1000.0 / 400.0) and shift == 0.0
     with pytest.raises(DatasetError, match="same return"):

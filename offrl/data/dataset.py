@@ -281,18 +281,24 @@ def flat_episodes(observations: np.ndarray, actions: np.ndarray, rewards: np.nda
     return episodes
 
 
+REWARD_TRANSFORMS = ("none", "iql_locomotion", "antmaze", "cql_antmaze")
+
+
 def reward_transform(name: str, return_range: tuple[float, float] | None) -> tuple[float, float]:
     """(scale, shift) of an affine reward transform r' = scale·r + shift, as the papers define them.
 
     none:           r
     iql_locomotion: r · 1000 / (max episode return − min episode return)   (IQL, Kostrikov et al. 2021)
     `return_range` is (min, max) of the dataset's episode returns (`Dataset.episode_returns`).
-    antmaze:        r − 1                                                   (IQL/CQL AntMaze)
+    antmaze:        r − 1                                                   (IQL, AWAC AntMaze)
+    cql_antmaze:    10 · r − 5                                              (CQL, Cal-QL AntMaze)
     """
     if name == "none":
         return 1.0, 0.0
     if name == "antmaze":
         return 1.0, -1.0
+    if name == "cql_antmaze":
+        return 10.0, -5.0
     if name == "iql_locomotion":
         if return_range is None:
             raise DatasetError("reward_transform=iql_locomotion needs an offline dataset to take the return "
@@ -302,4 +308,4 @@ def reward_transform(name: str, return_range: tuple[float, float] | None) -> tup
             raise DatasetError("all dataset episodes have the same return, so the IQL reward scale "
                                "1000/(max−min return) is undefined; use reward_transform=none")
         return 1000.0 / spread, 0.0
-    raise DatasetError(f"unknown reward transform {name!r}; choose none, iql_locomotion or antmaze")
+    raise DatasetError(f"unknown reward transform {name!r}; choose one of {', '.join(REWARD_TRANSFORMS)}")

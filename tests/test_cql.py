@@ -1,0 +1,91 @@
+"""CQL: the conservative term against a row-by-row reference, the Lagrange multiplier's direction, the
+online α switch through the phase hook, and the per-domain settings."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from offrl.agent import Phase, Spec, get_agent, resolve_config
+from offrl.algorithms.cql import repeat_rows
+from offrl.buffer import Batch
+
+
+def _cql(domain="locomotion", seeds=2, **over):
+    cls = get_agent("cql")
+    spec = Spec(3, 2, domain, np.zeros(3, np.float32), np.ones(3, np.float32), (0.0, 100.0))
+    cfg = resolve_config(cls, domain, False, {"hidden": "16,16", "cql_n_actions": "4", **over})
+    torch.manual_seed(0)
+    return cls(spec, cfg, seeds)
+
+
+def _batch(S=2, B=5, O=3, A=2):
+    g = torch.Generator().manual_seed(1)
+    return Batch(obs=torch.randn(S, B, O, generator=g), action=torch.rand(S, B, A, generator=g) * 2 - 1,
+                 reward=torch.randn(S, B, generator=g), next_obs=torch.randn(S, B, O, generator=g),
+                 not_done=torch.ones(S, B))
+
+
+@pytest.mark.parametrize("importance_sample", [True, False])
+def test_conservative_gap_matches_a_row_by_row_reference(importance_sample):
+    """logsumexp over {uniform, π(s), π(s')} actions at s (minus each sampler's log density with importance
+    sampling; with Q(s, a_data) added without), minus Q(s, a_data): the agent's batched version equals
+    one written per seed, critic and row with the same draws."""
+    agent, b = _cql(cql_importance_sample=str(importance_sample).lower()), _batch()
+    S, B, A, n = *b.action.shape, agent.cfg.cql_n_actions
+    with torch.no_grad():
+        q = agent.critic(b.obs, b.action)
+        torch.manual_seed(5)
+        gap = agent.conservative_gap(b, q)                                     # [S, 2, B]
+        torch.manual_seed(5)                                                   # the same draws, in order
+        rand_a = 2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0
+        cur_a, cur_logp = agent.actor(repeat_rows(b.obs, n))
+        next_a, next_logp = agent.actor(repeat_rows(b.next_obs, n))
+        q_at_s = {name: agent.critic(repeat_rows(b.obs, n), a) for name, a in          # [S, 2, B·n] each
+                  (("rand", rand_a), ("cur", cur_a), ("next", next_a))}
+        expected = torch.empty(S, 2, B)
+        for s in range(S):
+            for i in range(2):
+                for r in range(B):
+                    rows = slice(r * n, (r + 1) * n)
+                    def Q(name):
+                        return q_at_s[name][s, i, rows]                          # [n]
+                    if importance_sample:
+                        terms = [Q("rand") - A * math.log(0.5), Q("cur") - cur_logp[s, rows],
+                                 Q("next") - next_logp[s, rows]]
+                    else:
+                        terms = [Q("rand"), Q("cur"), Q("next"), q[s, i, r:r + 1]]
+                    expected[s, i, r] = torch.logsumexp(torch.cat(terms), 0) - q[s, i, r]
+    torch.testing.assert_close(gap, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lagrange_multiplier_grows_while_the_gap_exceeds_its_target():
+    agent = _cql("antmaze")
+    assert agent.cfg.cql_lagrange and agent.cfg.cql_max_target_backup and agent.cfg.reward_transform == "cql_antmaze"
+    start = agent.log_alpha_prime.detach().clone()
+    agent.cfg.cql_target_action_gap = -1e3                  # any gap is above it: α' must grow
+    for _ in range(3):
+        agent.update(_batch())
+    assert (agent.log_alpha_prime.detach() > start).all()
+    agent.cfg.cql_target_action_gap = 1e3                   # now below it: α' must shrink
+    agent.reset_optimizer("alpha_prime")                    # (Adam's momentum would carry it up one more step)
+    up = agent.log_alpha_prime.detach().clone()
+    agent.update(_batch())
+    assert (agent.log_alpha_prime.detach() < up).all()
+
+
+def test_online_alpha_switches_at_the_phase_hook():
+    agent = _cql(cql_alpha_online="2.0")
+    agent.start_phase(Phase("offline", 10, 10, 10))
+    assert agent.cql_alpha == 10.0
+    agent.start_phase(Phase("online", 10, 10, 10, previous="offline"))
+    assert agent.cql_alpha == 2.0
+    assert _cql().cql_alpha == 10.0 and (a := _cql()).start_phase(Phase("online", 1, 0, 1)) is None and a.cql_alpha == 10.0
+
+
+def test_per_domain_settings_follow_corl():
+    loco, ant = resolve_config(get_agent("cql"), "locomotion", False), resolve_config(get_agent("cql"), "antmaze", False)
+    assert (loco.cql_alpha, loco.policy_lr, loco.normalize_obs, loco.cql_lagrange) == (10.0, 3e-5, True, False)
+    assert (ant.cql_alpha, ant.policy_lr, ant.normalize_obs, ant.critic_layers) == (5.0, 1e-4, False, 5)
+    assert (ant.cql_target_action_gap, ant.cql_clip_diff_min) == (0.8, -200.0)
+    assert len(_cql("antmaze").critic.net.layers) == 6 and len(_cql("antmaze").actor.net.layers) == 3
