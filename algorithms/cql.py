@@ -83,8 +83,14 @@ class CQL(Agent):
         online = self.phase == "online" and self.cfg.cql_alpha_online >= 0
         return self.cfg.cql_alpha_online if online else self.cfg.cql_alpha
 
-    def conservative_gap(self, b, q: torch.Tensor) -> torch.Tensor:
-        """logsumexp over sampled actions of Q(s, ·) minus Q(s, a_data), clipped, per row: [S, 2, B]."""
+    def bound_policy_q(self, q_ood: torch.Tensor, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q at the sampled actions [S, 2, 3, B, n] (samplers: uniform, π(s), π(s')) before the log-sum-exp,
+        and metrics [S]; CQL leaves them as they are (Cal-QL lower-bounds the policy's)."""
+        return q_ood, {}
+
+    def conservative_gap(self, b, q: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """logsumexp over sampled actions of Q(s, ·) minus Q(s, a_data), clipped, per row [S, 2, B]; and the
+        metrics of `bound_policy_q`."""
         cfg, (S, B, A), n = self.cfg, b.action.shape, self.cfg.cql_n_actions
         obs_n, next_obs_n = repeat_rows(b.obs, n), repeat_rows(b.next_obs, n)
         with torch.no_grad():
@@ -93,13 +99,14 @@ class CQL(Agent):
             next_a, next_logp = self.actor(next_obs_n)
         # one critic call for the three samplers, all evaluated at s: [S, 2, 3·B·n] → [S, 2, 3, B, n]
         q_ood = self.critic(obs_n.repeat(1, 3, 1), torch.cat([rand_a, cur_a, next_a], 1)).view(S, 2, 3, B, n)
+        q_ood, metrics = self.bound_policy_q(q_ood, b)
         if cfg.cql_importance_sample:
             log_density = torch.stack([torch.full_like(cur_logp, A * math.log(0.5)), cur_logp, next_logp], 1)
             cat = (q_ood - log_density.view(S, 1, 3, B, n)).permute(0, 1, 3, 2, 4).reshape(S, 2, B, 3 * n)
         else:                                            # CQL(H) without IS also includes Q(s, a_data)
             cat = torch.cat([q_ood.permute(0, 1, 3, 2, 4).reshape(S, 2, B, 3 * n), q[..., None]], -1)
         ood = torch.logsumexp(cat / cfg.cql_temp, -1) * cfg.cql_temp
-        return (ood - q).clamp(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max)
+        return (ood - q).clamp(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max), metrics
 
     def td_target(self, b, alpha: torch.Tensor) -> torch.Tensor:
         """r + γ (1 − d) min_i Q_target,i(s', a') [S, B]; a' ~ π(s'), or the best of n samples."""
@@ -116,17 +123,16 @@ class CQL(Agent):
         # 1. temperature α and the policy, both on the critics before this step's critic update
         a, logp = self.actor(b.obs)
         alpha = self.log_alpha.detach().exp()[:, None] * cfg.alpha_multiplier               # [S, 1]
-        metrics = {}
         if cfg.autotune_alpha:
             alpha_loss = -self.log_alpha * (logp.detach() + self.target_entropy).mean(1)     # [S]
-            metrics["alpha_loss"] = alpha_loss.detach()
         actor_loss = per_seed_mean(alpha * logp - self.critic(b.obs, a).min(1).values)
         # 2. critics: TD + α·(logsumexp_a Q(s, a) − Q(s, a_data))
         with torch.no_grad():
             y = self.td_target(b, alpha)
         q = self.critic(b.obs, b.action)                                                     # [S, 2, B]
         td_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                                    # [S]
-        gap = self.conservative_gap(b, q).mean(-1)                                           # [S, 2]
+        gap, metrics = self.conservative_gap(b, q)
+        gap = gap.mean(-1)                                                                   # [S, 2]
         if cfg.cql_lagrange:
             alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)                          # [S]
             alpha_prime_loss = -0.5 * alpha_prime * self.cql_alpha * (gap.detach() - cfg.cql_target_action_gap).sum(1)
@@ -137,6 +143,7 @@ class CQL(Agent):
         critic_loss = td_loss + cql_loss.sum(1)
         if cfg.autotune_alpha:
             self.minimize("alpha", alpha_loss)
+            metrics["alpha_loss"] = alpha_loss.detach()
         self.minimize("actor", actor_loss)
         if cfg.cql_lagrange:
             self.minimize("alpha_prime", alpha_prime_loss)

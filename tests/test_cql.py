@@ -1,14 +1,14 @@
-"""CQL: the conservative term against a row-by-row reference, the Lagrange multiplier's direction, the
-online α switch through the phase hook, and the per-domain settings."""
+"""CQL and Cal-QL: the conservative term against a row-by-row reference, the Lagrange multiplier's direction, the
+online α switch through the phase hook, the per-domain settings; Cal-QL's Monte-Carlo bound."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from offrl.agent import Phase, Spec, get_agent, resolve_config
+from offrl.agent import Phase, Spec, get_agent, resolve_config, resolve_loop
 from offrl.algorithms.cql import repeat_rows
-from offrl.buffer import Batch
+from offrl.buffer import Batch, Rows, batch_type
 
 
 def _cql(domain="locomotion", seeds=2, **over):
@@ -36,7 +36,7 @@ def test_conservative_gap_matches_a_row_by_row_reference(importance_sample):
     with torch.no_grad():
         q = agent.critic(b.obs, b.action)
         torch.manual_seed(5)
-        gap = agent.conservative_gap(b, q)                                     # [S, 2, B]
+        gap = agent.conservative_gap(b, q)[0]                                   # [S, 2, B]
         torch.manual_seed(5)                                                   # the same draws, in order
         rand_a = 2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0
         cur_a, cur_logp = agent.actor(repeat_rows(b.obs, n))
@@ -89,3 +89,52 @@ def test_per_domain_settings_follow_corl():
     assert (ant.cql_alpha, ant.policy_lr, ant.normalize_obs, ant.critic_layers) == (5.0, 1e-4, False, 5)
     assert (ant.cql_target_action_gap, ant.cql_clip_diff_min) == (0.8, -200.0)
     assert len(_cql("antmaze").critic.net.layers) == 6 and len(_cql("antmaze").actor.net.layers) == 3
+
+
+# --- Cal-QL ---
+def _calql(domain="locomotion", **over):
+    cls = get_agent("cal_ql")
+    spec = Spec(3, 2, domain, np.zeros(3, np.float32), np.ones(3, np.float32), (0.0, 100.0))
+    cfg = resolve_config(cls, domain, False, {"hidden": "16,16", "cql_n_actions": "4", **over})
+    torch.manual_seed(0)
+    return cls(spec, cfg, 2)
+
+
+def test_calql_mc_return_by_hand():
+    rows = Rows(reward=np.array([1.0, 2.0, 3.0, 0.0, 0.0]), step=np.array([0, 1, 2, 0, 1]),
+                episode=np.array([0, 0, 0, 1, 1]), terminal=np.array([0, 0, 1, 0, 0], bool), gamma=0.5)
+    np.testing.assert_allclose(_calql().mc_return(rows), [1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3, 0, 0])
+    # antmaze: rewards 10r − 5; the all-zero (failed) episode is worth −5/(1 − γ), not its finite sum
+    np.testing.assert_allclose(_calql("antmaze").mc_return(rows),
+                               [5 + 0.5 * 15 + 0.25 * 25, 15 + 0.5 * 25, 25, -10.0, -10.0])
+
+
+def test_calql_bound_reduces_to_cql_without_a_bound_and_lifts_policy_values_with_one():
+    b = _batch()
+    S, B, A, n = *b.action.shape, 4
+    cql, calql = _cql(), _calql()                   # built from the same seed: the same weights
+    assert all(torch.equal(x, y) for x, y in zip(cql.parameters(), calql.parameters()))
+    with torch.no_grad():
+        q = cql.critic(b.obs, b.action)
+        gaps = {}
+        for name, agent, bound in (("cql", cql, None), ("none", calql, -math.inf), ("high", calql, 1e3)):
+            batch = b if bound is None else batch_type(("mc_return",))(*b, torch.full((S, B), bound))
+            torch.manual_seed(5)
+            gaps[name] = agent.conservative_gap(batch, q)
+    torch.testing.assert_close(gaps["none"][0], gaps["cql"][0], rtol=0, atol=0)
+    assert (gaps["none"][1]["bound_rate"] == 0).all() and (gaps["high"][1]["bound_rate"] == 1).all()
+    with torch.no_grad():       # every π action now counts at 1e3: the log-sum-exp is dominated by them
+        torch.manual_seed(5)
+        torch.rand_like(repeat_rows(b.action, n))
+        _, cur_logp = calql.actor(repeat_rows(b.obs, n))
+        _, next_logp = calql.actor(repeat_rows(b.next_obs, n))
+        lse = torch.logsumexp(torch.cat([1e3 - cur_logp.view(S, B, n), 1e3 - next_logp.view(S, B, n)], -1), -1)
+    torch.testing.assert_close(gaps["high"][0], lse[:, None] - q, rtol=1e-5, atol=1e-3)
+
+
+def test_calql_fine_tunes_on_half_offline_batches():
+    cls = get_agent("cal_ql")
+    loop = resolve_loop(cls, "antmaze", True)
+    assert (loop.buffer_mixing, loop.offline_fraction) == ("fixed", 0.5)
+    assert resolve_loop(get_agent("cql"), "antmaze", True).buffer_mixing == "union"
+    assert resolve_config(cls, "antmaze", True).sparse_reward
