@@ -148,7 +148,10 @@ class Critic(nn.Module):
         self.net = MLP(obs_dim + act_dim, out_features, self.members, hidden, **mlp)
 
     def forward(self, obs: Tensor, action: Tensor, ensemble: slice | None = None) -> Tensor:
-        """→ [S, N, B], or [S, N, B, out_features] for vector heads (e.g. return quantiles)."""
+        """→ [S, N, B], or [S, N, B, out_features] for vector heads (e.g. return quantiles). One of obs and
+        action may carry the ensemble axis (e.g. one action copy per member) while the other does not."""
+        if obs.dim() != action.dim():
+            obs, action = broadcast_members(obs, self.members), broadcast_members(action, self.members)
         x = torch.cat([obs, action], -1)
         if x.dim() == 3:
             n = len(range(*ensemble.indices(self.members[1]))) if ensemble is not None else self.members[1]

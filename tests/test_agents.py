@@ -113,7 +113,9 @@ def _slice_state(state, k, S):
 def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
     """Member k of a 3-seed agent, given member k's weights, batch and noise, steps exactly like a
     1-seed agent. Every random draw of the agents goes through torch.randn_like or torch.rand_like on
-    [S, ...] tensors; the test records the 3-seed draws and replays member k's slices to the 1-seed agent."""
+    [S, ...] tensors; the test records the 3-seed draws and replays member k's slices to the 1-seed agent.
+    Equal up to float rounding (rtol 1e-5): autograd sums an ensemble's N > 2 per-member gradients in an
+    order that may differ between S = 3 and S = 1; mixing members would differ by orders more."""
     S, k = 3, 1
     spec = Spec.from_dataset(fitted, "classic")
     torch.manual_seed(0)
@@ -136,11 +138,11 @@ def test_member_k_takes_the_single_seed_step(name, fitted, monkeypatch):
             monkeypatch.setattr(torch, fn, draw)
         assert m_big.keys() == m_small.keys()
         for key in m_big:
-            torch.testing.assert_close(m_big[key][k:k + 1], m_small[key], rtol=0, atol=1e-6, msg=f"{key} step {step}")
+            torch.testing.assert_close(m_big[key][k:k + 1], m_small[key], rtol=1e-5, atol=1e-6, msg=f"{key} step {step}")
     big_nets, small_nets = big.state_dict()["nets"], small.state_dict()["nets"]
     for key, value in small_nets.items():
         expected = big_nets[key] if key in ("obs_mean", "obs_std") else big_nets[key][k:k + 1]
-        torch.testing.assert_close(expected, value, rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(expected, value, rtol=1e-5, atol=1e-6, msg=key)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(pendulum_dataset, tmp_path):

@@ -111,7 +111,7 @@ def test_calql_mc_return_by_hand():
 
 def test_calql_bound_reduces_to_cql_without_a_bound_and_lifts_policy_values_with_one():
     b = _batch()
-    S, B, A, n = *b.action.shape, 4
+    S, B, _, n = *b.action.shape, 4
     cql, calql = _cql(), _calql()                   # built from the same seed: the same weights
     assert all(torch.equal(x, y) for x, y in zip(cql.parameters(), calql.parameters()))
     with torch.no_grad():
