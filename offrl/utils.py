@@ -1,6 +1,7 @@
 """Small shared helpers: atomic writes, JSON, name suggestions."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -8,7 +9,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> None:
@@ -134,6 +135,19 @@ def auto_threads() -> tuple[int, str]:
     busy = busy_cores()
     n = max(1, min(_TORCH_DEFAULT_THREADS, cores, int(cores - busy + 0.5)))
     return n, f"auto: {busy:.1f} of {cores} cores busy; --threads N sets it"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with n torch CPU threads, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class DirectoryLock:
