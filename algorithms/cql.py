@@ -88,15 +88,22 @@ class CQL(Agent):
         and metrics [S]; CQL leaves them as they are (Cal-QL lower-bounds the policy's)."""
         return q_ood, {}
 
-    def conservative_gap(self, b, q: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """logsumexp over sampled actions of Q(s, ·) minus Q(s, a_data), clipped, per row [S, 2, B]; and the
-        metrics of `bound_policy_q`."""
+    @torch.no_grad()
+    def policy_samples(self, b) -> tuple[torch.Tensor, ...]:
+        """The conservative term's actions, n per state: uniform, π(s) and π(s') [S, B·n, A] (row b's n
+        samples at b·n …), with the log-densities of π's [S, B·n]."""
+        n = self.cfg.cql_n_actions
+        rand_a = 2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0                  # U[-1, 1]^A
+        cur_a, cur_logp = self.actor(repeat_rows(b.obs, n))
+        next_a, next_logp = self.actor(repeat_rows(b.next_obs, n))
+        return rand_a, cur_a, cur_logp, next_a, next_logp
+
+    def conservative_gap(self, b, q: torch.Tensor, samples) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """logsumexp over the sampled actions of Q(s, ·) minus Q(s, a_data), clipped, per row [S, 2, B]; and
+        the metrics of `bound_policy_q`. q [S, 2, B]: Q(s, a_data); samples: `policy_samples(b)`."""
         cfg, (S, B, A), n = self.cfg, b.action.shape, self.cfg.cql_n_actions
-        obs_n, next_obs_n = repeat_rows(b.obs, n), repeat_rows(b.next_obs, n)
-        with torch.no_grad():
-            rand_a = 2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0          # U[-1, 1]^A
-            cur_a, cur_logp = self.actor(obs_n)
-            next_a, next_logp = self.actor(next_obs_n)
+        rand_a, cur_a, cur_logp, next_a, next_logp = samples
+        obs_n = repeat_rows(b.obs, n)
         # one critic call for the three samplers, all evaluated at s: [S, 2, 3·B·n] → [S, 2, 3, B, n]
         q_ood = self.critic(obs_n.repeat(1, 3, 1), torch.cat([rand_a, cur_a, next_a], 1)).view(S, 2, 3, B, n)
         q_ood, metrics = self.bound_policy_q(q_ood, b)
@@ -120,39 +127,42 @@ class CQL(Agent):
 
     def update(self, b):
         cfg, b = self.cfg, self.preprocess(b)
-        # 1. temperature α and the policy, both on the critics before this step's critic update
+        # 1. the policy on the critics before this step's critic update, and α on the same sample; the
+        #    critics' targets and sampled actions come from the policy before its update (as CORL's)
         a, logp = self.actor(b.obs)
         alpha = self.log_alpha.detach().exp()[:, None] * cfg.alpha_multiplier               # [S, 1]
-        if cfg.autotune_alpha:
-            alpha_loss = -self.log_alpha * (logp.detach() + self.target_entropy).mean(1)     # [S]
         actor_loss = per_seed_mean(alpha * logp - self.critic(b.obs, a).min(1).values)
-        # 2. critics: TD + α·(logsumexp_a Q(s, a) − Q(s, a_data))
         with torch.no_grad():
             y = self.td_target(b, alpha)
+        samples = self.policy_samples(b)
+        # (each loss is minimised before the next is built: under --compile one graph per loss)
+        self.minimize("actor", actor_loss)
+        metrics = {"actor_loss": actor_loss.detach(), "alpha": alpha[:, 0], "entropy": -logp.detach().mean(1)}
+        if cfg.autotune_alpha:
+            alpha_loss = -self.log_alpha * (logp.detach() + self.target_entropy).mean(1)     # [S]
+            self.minimize("alpha", alpha_loss)
+            metrics["alpha_loss"] = alpha_loss.detach()
+        # 2. critics: TD + α·(logsumexp_a Q(s, a) − Q(s, a_data)), α' ≥ 0 learned in the Lagrange variant
         q = self.critic(b.obs, b.action)                                                     # [S, 2, B]
         td_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                                    # [S]
-        gap, metrics = self.conservative_gap(b, q)
+        gap, gap_metrics = self.conservative_gap(b, q, samples)
         gap = gap.mean(-1)                                                                   # [S, 2]
         if cfg.cql_lagrange:
-            alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)                          # [S]
-            alpha_prime_loss = -0.5 * alpha_prime * self.cql_alpha * (gap.detach() - cfg.cql_target_action_gap).sum(1)
-            cql_loss = alpha_prime.detach()[:, None] * self.cql_alpha * (gap - cfg.cql_target_action_gap)
-            metrics.update(alpha_prime=alpha_prime.detach(), alpha_prime_loss=alpha_prime_loss.detach())
+            alpha_prime = self.log_alpha_prime.detach().exp().clamp(0.0, 1e6)[:, None]     # [S, 1]
+            cql_loss = alpha_prime * self.cql_alpha * (gap - cfg.cql_target_action_gap)
         else:
             cql_loss = self.cql_alpha * gap
         critic_loss = td_loss + cql_loss.sum(1)
-        if cfg.autotune_alpha:
-            self.minimize("alpha", alpha_loss)
-            metrics["alpha_loss"] = alpha_loss.detach()
-        self.minimize("actor", actor_loss)
-        if cfg.cql_lagrange:
-            self.minimize("alpha_prime", alpha_prime_loss)
         self.minimize("critic", critic_loss)
+        if cfg.cql_lagrange:        # α' ascends on α'·α·(gap − τ): grows while the gap exceeds τ
+            alpha_prime_loss = -0.5 * self.log_alpha_prime.exp().clamp(0.0, 1e6) * self.cql_alpha * (
+                gap.detach() - cfg.cql_target_action_gap).sum(1)
+            self.minimize("alpha_prime", alpha_prime_loss)
+            metrics.update(alpha_prime=alpha_prime[:, 0], alpha_prime_loss=alpha_prime_loss.detach())
         soft_update(self.critic_target, self.critic, cfg.tau)
         self.num_updates += 1
-        return {**metrics, "critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(),
-                "actor_loss": actor_loss.detach(), "cql_gap": gap.detach().mean(1), "q": q.detach().mean((1, 2)),
-                "alpha": alpha[:, 0], "entropy": -logp.detach().mean(1)}
+        return {**metrics, **gap_metrics, "critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(),
+                "cql_gap": gap.detach().mean(1), "q": q.detach().mean((1, 2))}
 
     @torch.no_grad()
     def act(self, obs, deterministic=True):

@@ -35,7 +35,8 @@ class EDAC(SACN):
     call); deviations: as sac_n (N one default, CORL tunes N per dataset: 10 on halfcheetah and walker2d,
     50 on hopper)."""
     Config = EDACConfig
-    needs_action_grad = True
-
-    def critic_penalties(self, q, action):
-        return {"diversity_loss": self.cfg.eta * gradient_diversity(q, action)}
+    @torch.compiler.disable     # autograd.grad of Q with respect to a leaf action input: eager under --compile
+    def critic_values(self, b):
+        action = b.action.unsqueeze(1).expand(-1, self.cfg.num_critics, -1, -1).detach().requires_grad_(True)
+        q = self.critic(b.obs, action)                                                       # [S, N, B]
+        return q, {"diversity_loss": self.cfg.eta * gradient_diversity(q, action)}

@@ -56,12 +56,10 @@ class SACN(Agent):
         self.optimizer("alpha", [self.log_alpha], cfg.alpha_lr)
         self.to(self.device)
 
-    needs_action_grad = False          # EDAC: its critic penalty differentiates Q with respect to the action
-
-    def critic_penalties(self, q: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Extra critic losses [S] by name, from Q [S, N, B] at the ensemble's action input [S, N, B, A];
-        SAC-N has none (EDAC adds its gradient-diversity term)."""
-        return {}
+    def critic_values(self, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q [S, N, B] at the dataset actions, and extra critic losses [S] by name (SAC-N: none; EDAC adds
+        its gradient-diversity term)."""
+        return self.critic(b.obs, b.action), {}
 
     def update(self, b):
         cfg, b = self.cfg, self.preprocess(b)
@@ -81,11 +79,7 @@ class SACN(Agent):
             next_a, next_logp = self.actor(b.next_obs)
             q_next = self.critic_target(b.next_obs, next_a).min(1).values - alpha * next_logp
             y = b.reward + cfg.gamma * b.not_done * q_next                                   # [S, B]
-        action = b.action.unsqueeze(1).expand(-1, cfg.num_critics, -1, -1)                  # [S, N, B, A]
-        if self.needs_action_grad:
-            action = action.detach().requires_grad_(True)
-        q = self.critic(b.obs, action)                                                       # [S, N, B]
-        penalties = self.critic_penalties(q, action)
+        q, penalties = self.critic_values(b)                                                 # [S, N, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1) + sum(penalties.values())
         self.minimize("critic", critic_loss)
         soft_update(self.critic_target, self.critic, cfg.tau)

@@ -35,12 +35,10 @@ def test_conservative_gap_matches_a_row_by_row_reference(importance_sample):
     S, B, A, n = *b.action.shape, agent.cfg.cql_n_actions
     with torch.no_grad():
         q = agent.critic(b.obs, b.action)
-        torch.manual_seed(5)
-        gap = agent.conservative_gap(b, q)[0]                                   # [S, 2, B]
-        torch.manual_seed(5)                                                   # the same draws, in order
-        rand_a = 2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0
-        cur_a, cur_logp = agent.actor(repeat_rows(b.obs, n))
-        next_a, next_logp = agent.actor(repeat_rows(b.next_obs, n))
+        samples = agent.policy_samples(b)
+        gap = agent.conservative_gap(b, q, samples)[0]                          # [S, 2, B]
+        rand_a, cur_a, cur_logp, next_a, next_logp = samples
+        assert rand_a.abs().max() <= 1 and rand_a.shape == cur_a.shape == next_a.shape == (S, B * n, A)
         q_at_s = {name: agent.critic(repeat_rows(b.obs, n), a) for name, a in          # [S, 2, B·n] each
                   (("rand", rand_a), ("cur", cur_a), ("next", next_a))}
         expected = torch.empty(S, 2, B)
@@ -117,17 +115,14 @@ def test_calql_bound_reduces_to_cql_without_a_bound_and_lifts_policy_values_with
     with torch.no_grad():
         q = cql.critic(b.obs, b.action)
         gaps = {}
+        samples = cql.policy_samples(b)
         for name, agent, bound in (("cql", cql, None), ("none", calql, -math.inf), ("high", calql, 1e3)):
             batch = b if bound is None else batch_type(("mc_return",))(*b, torch.full((S, B), bound))
-            torch.manual_seed(5)
-            gaps[name] = agent.conservative_gap(batch, q)
+            gaps[name] = agent.conservative_gap(batch, q, samples)
     torch.testing.assert_close(gaps["none"][0], gaps["cql"][0], rtol=0, atol=0)
     assert (gaps["none"][1]["bound_rate"] == 0).all() and (gaps["high"][1]["bound_rate"] == 1).all()
     with torch.no_grad():       # every π action now counts at 1e3: the log-sum-exp is dominated by them
-        torch.manual_seed(5)
-        torch.rand_like(repeat_rows(b.action, n))
-        _, cur_logp = calql.actor(repeat_rows(b.obs, n))
-        _, next_logp = calql.actor(repeat_rows(b.next_obs, n))
+        _, _, cur_logp, _, next_logp = samples
         lse = torch.logsumexp(torch.cat([1e3 - cur_logp.view(S, B, n), 1e3 - next_logp.view(S, B, n)], -1), -1)
     torch.testing.assert_close(gaps["high"][0], lse[:, None] - q, rtol=1e-5, atol=1e-3)
 
