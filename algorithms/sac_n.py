@@ -9,16 +9,7 @@ from torch import nn
 
 from offrl.agent import Agent, AgentConfig, register
 from offrl.fields import AtLeastOne, Positive, Sizes, Unit
-from offrl.nets import MLP, Critic, TanhGaussianActor, per_seed_mean, soft_update, target
-
-
-@torch.no_grad()
-def corl_init(net: MLP, last_bound: float) -> None:
-    """Hidden biases 0.1 and the output layer U(±last_bound) (weights and bias), as CORL's SAC-N/EDAC."""
-    for layer in net.layers[:-1]:
-        layer.bias.fill_(0.1)
-    net.layers[-1].weight.uniform_(-last_bound, last_bound)
-    net.layers[-1].bias.uniform_(-last_bound, last_bound)
+from offrl.nets import Critic, TanhGaussianActor, edac_init, per_seed_mean, soft_update, target
 
 
 @dataclass
@@ -46,8 +37,8 @@ class SACN(Agent):
         O, A = spec.obs_dim, spec.act_dim
         self.actor = TanhGaussianActor(O, A, (seeds,), cfg.hidden, cfg.log_std_min, cfg.log_std_max)
         self.critic = Critic(O, A, (seeds, cfg.num_critics), cfg.hidden)     # N critics per seed, one module
-        corl_init(self.actor.net, 1e-3)
-        corl_init(self.critic.net, 3e-3)
+        edac_init(self.actor.net, 1e-3)
+        edac_init(self.critic.net, 3e-3)
         self.critic_target = target(self.critic)
         self.log_alpha = nn.Parameter(torch.zeros(seeds))
         self.target_entropy = -float(A)

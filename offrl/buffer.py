@@ -61,25 +61,33 @@ def batch_type(columns: tuple[str, ...] = ()) -> type:
 @dataclass(frozen=True)
 class Rows:
     """The transitions a column is computed over, flattened episode after episode (numpy, [N] each):
-    reward, step t within the episode (0 at its first transition), episode id, terminal flag; and γ."""
+    reward, step t within the episode (0 at its first transition), episode id, terminal flag; γ; and the
+    actions [N, A] (in [-1, 1])."""
     reward: np.ndarray
     step: np.ndarray
     episode: np.ndarray
     terminal: np.ndarray
     gamma: float
+    action: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Column:
-    """A per-row quantity: `compute(rows) -> [N]` over whole episodes, read as `batch.<name>` [S, B].
+    """A per-row quantity: `compute(rows) -> [N]` over whole episodes, read as `batch.<name>` [S, B]; or,
+    with `width` "action" (the action size) or an int > 1, `compute(rows) -> [N, width]` read as [S, B, width].
 
-    Offline rows get it when the buffer is built. Online rows hold `pending` from the moment they are
-    written until their episode ends (by termination or truncation); then the buffer computes the
-    column over that episode's rows, exactly as for an offline episode, and writes it in."""
+    Offline rows get it when the buffer is built. Online rows hold `pending` (in every entry) from the
+    moment they are written until their episode ends (by termination or truncation); then the buffer
+    computes the column over that episode's rows, exactly as for an offline episode, and writes it in."""
     name: str
     compute: Callable[[Rows], np.ndarray]
     pending: float = 0.0
     doc: str = ""
+    width: int | str = 1
+
+    def size(self, act_dim: int) -> int:
+        """Entries per row."""
+        return act_dim if self.width == "action" else int(self.width)
 
 
 def _segment_starts(episode: np.ndarray) -> np.ndarray:
@@ -108,6 +116,16 @@ def return_to_go(rows: Rows) -> np.ndarray:
     return out
 
 
+def next_action(rows: Rows) -> np.ndarray:
+    """a_{t+1} of the row's episode [N, A]; an episode's last row repeats its own action (no next one is
+    stored: a terminal row's next action is never used, a time-limit cut's is unknown)."""
+    out = np.empty_like(rows.action)
+    out[:-1] = rows.action[1:]
+    last = np.append(np.diff(rows.episode) != 0, True)
+    out[last] = rows.action[last]
+    return out
+
+
 COLUMNS: dict[str, Column] = {}
 
 
@@ -127,6 +145,8 @@ register_column(Column("return_to_go", return_to_go, float("-inf"),
                        "until their episode ends"))
 register_column(Column("episode", lambda r: r.episode.astype(np.float64), -1.0,
                        "episode id: offline episodes 0…E−1, online episodes E, E+1, … per seed; −1 while running"))
+register_column(Column("next_action", next_action, 0.0, "a_{t+1} [A] (the last row of an episode: its own action; "
+                       "online rows hold 0 until their episode ends)", width="action"))
 
 
 @dataclass(frozen=True)
@@ -160,8 +180,14 @@ def resolve_columns(declared: Sequence[str | Column | NStep]) -> tuple[list[Colu
     return cols, n_step
 
 
+def _shift(at: int | slice, by: int) -> int | slice:
+    """A layout entry moved by `by` columns."""
+    return at + by if isinstance(at, int) else slice(at.start + by, at.stop + by)
+
+
 def dataset_rows(dataset: Dataset, gamma: float) -> Rows:
-    return Rows(dataset.rewards, dataset.steps_in_episode(), dataset.episode, dataset.terminals, gamma)
+    return Rows(dataset.rewards, dataset.steps_in_episode(), dataset.episode, dataset.terminals, gamma, dataset.actions)
+
 
 
 def past_returns(dataset: Dataset, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -339,9 +365,13 @@ class Buffer:
         names = tuple(c.name for c in self.column_specs) + (("horizon",) if self.n_step > 1 else ())
         self.batch_type = batch_type(names)
         self.base = base = 2 * O + A + 2        # first column after the base fields
+        sizes = [c.size(A) for c in self.column_specs] + [1] * (self.n_step > 1)
+        vector = [c.width != 1 for c in self.column_specs] + [False] * (self.n_step > 1)   # [S, B, k] fields
+        starts = base + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int) if sizes else []
         self.layout = (slice(0, O), slice(O, O + A), O + A, slice(O + A + 1, 2 * O + A + 1), 2 * O + A + 1) + tuple(
-            range(base, base + len(names)))
-        self.width = base + len(names)
+            slice(int(a), int(a) + k) if v else int(a) for a, k, v in zip(starts, sizes, vector))
+        self.column_width = sum(sizes[:len(self.column_specs)])     # entries of the declared columns
+        self.width = base + sum(sizes)
         self.offline = None
         self.offline_episodes = 0
         if dataset is not None:
@@ -355,7 +385,7 @@ class Buffer:
             values = [c.compute(rows) for c in self.column_specs] + extra
             self.offline = torch.as_tensor(np.concatenate(
                 [dataset.observations, dataset.actions, reward[:, None], next_obs, (~terminal)[:, None]]
-                + [v[:, None] for v in values], 1, dtype=np.float32), device=self.device)
+                + [v.reshape(len(v), -1) for v in values], 1, dtype=np.float32), device=self.device)
             self.offline_episodes = dataset.num_episodes
         self.capacity = online_capacity
         self.online_size = 0          # rows filled per seed (the same for every seed: envs step in lockstep)
@@ -363,8 +393,8 @@ class Buffer:
         self.online_added = 0         # online transitions added per seed since the start
         self.online = (torch.zeros(seeds, online_capacity, self.width, device=self.device)
                        if online_capacity > 0 else None)
-        self.pending = torch.tensor([c.pending for c in self.column_specs] + [1.0] * (self.n_step > 1),
-                                    dtype=torch.float32, device=self.device)
+        self.pending = torch.tensor([c.pending for c in self.column_specs for _ in range(c.size(A))]
+                                    + [1.0] * (self.n_step > 1), dtype=torch.float32, device=self.device)
         self.episode_start = np.zeros(seeds, np.int64)   # online_added when each seed's current episode began
         self.online_episodes = np.zeros(seeds, np.int64)  # finished online episodes per seed
         self.sources: dict[str, Source] = {}
@@ -395,9 +425,9 @@ class Buffer:
         S, n = fields["reward"].shape
         extra = self.pending.expand(S, n, -1).clone()
         names = self.batch_type._fields[len(BASE_FIELDS):]
-        for j, name in enumerate(names):
+        for name, at in zip(names, self.layout[len(BASE_FIELDS):]):
             if name in fields:
-                extra[..., j] = fields[name]
+                extra[..., _shift(at, -self.base)] = fields[name]
         return torch.cat([fields["obs"], fields["action"], fields["reward"][..., None], fields["next_obs"],
                           fields["not_done"][..., None], extra], -1)
 
@@ -427,9 +457,9 @@ class Buffer:
                 ep = np.full(kept, self.offline_episodes + int(self.online_episodes[s]))
                 terminal = (rows[:, self.layout[4]] == 0).cpu().numpy()
                 values = Rows(rows[:, self.layout[2]].cpu().numpy(), np.arange(length - kept, length), ep,
-                              terminal, self.gamma)
-                cols = np.stack([c.compute(values) for c in self.column_specs], 1)
-                self.online[s, at, self.base:self.base + len(self.column_specs)] = torch.as_tensor(
+                              terminal, self.gamma, rows[:, self.layout[1]].cpu().numpy())
+                cols = np.concatenate([c.compute(values).reshape(kept, -1) for c in self.column_specs], 1)
+                self.online[s, at, self.base:self.base + self.column_width] = torch.as_tensor(
                     cols, dtype=torch.float32, device=self.device)
             self.episode_start[s] = self.online_added
             self.online_episodes[s] += 1

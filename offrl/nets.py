@@ -82,26 +82,29 @@ class Linear(nn.Module):
 class LayerNorm(nn.Module):
     """LayerNorm over features with a separate affine per member: weight/bias [*members, 1, F]."""
 
-    def __init__(self, features: int, members: Members):
+    def __init__(self, features: int, members: Members, eps: float = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(*members, 1, features))
         self.bias = nn.Parameter(torch.zeros(*members, 1, features))
+        self.eps = eps
 
     def forward(self, x: Tensor, ensemble: slice | None = None) -> Tensor:
         w, b = (self.weight, self.bias) if ensemble is None else (self.weight[:, ensemble], self.bias[:, ensemble])
-        return F.layer_norm(x, x.shape[-1:]) * w + b
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * w + b
 
 
 class MLP(nn.Module):
     """Linear → [LayerNorm] → ReLU → [Dropout] per hidden layer, then a linear output layer.
 
     x [*members, B, in] → [*members, B, out]. `activate_final` also applies the hidden-layer block
-    after the last layer (for trunks that feed separate heads).
+    after the last layer (for trunks that feed separate heads). `layernorm="after_relu"` puts the
+    LayerNorm after the ReLU (ReBRAC's order); `ln_eps` is its ε (Flax's default: 1e-6).
     """
 
     def __init__(self, in_features: int, out_features: int, members: Members, hidden: Sequence[int] = (256, 256),
-                 layernorm: bool = False, dropout: float = 0.0, activate_final: bool = False,
-                 init: str = "torch", gain: float = 1.0, last_gain: float | None = None, last_init: str | None = None):
+                 layernorm: bool | str = False, dropout: float = 0.0, activate_final: bool = False,
+                 init: str = "torch", gain: float = 1.0, last_gain: float | None = None, last_init: str | None = None,
+                 ln_eps: float = 1e-5):
         super().__init__()
         sizes = [in_features, *hidden, out_features]
         self.layers = nn.ModuleList()
@@ -111,20 +114,33 @@ class MLP(nn.Module):
             self.layers.append(Linear(a, b, members, last_init or init if last else init,
                                       gain if not last or last_gain is None else last_gain))
             if layernorm and (not last or activate_final):
-                self.norms.append(LayerNorm(b, members))
+                self.norms.append(LayerNorm(b, members, ln_eps))
         self.layernorm, self.dropout, self.activate_final = layernorm, dropout, activate_final
+        self.norm_after_relu = layernorm == "after_relu"
 
     def forward(self, x: Tensor, ensemble: slice | None = None) -> Tensor:
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
             x = layer(x, ensemble)
             if i < n - 1 or self.activate_final:
-                if self.layernorm:
+                if self.layernorm and not self.norm_after_relu:
                     x = self.norms[i](x, ensemble)
                 x = F.relu(x)
+                if self.norm_after_relu:
+                    x = self.norms[i](x, ensemble)
                 if self.dropout > 0:
                     x = F.dropout(x, self.dropout, self.training)
         return x
+
+
+@torch.no_grad()
+def edac_init(net: MLP, last_bound: float) -> None:
+    """The EDAC paper's init (used by CORL's SAC-N, EDAC and ReBRAC): PyTorch's default weights, hidden
+    biases 0.1, and the output layer's weight and bias U(±last_bound)."""
+    for layer in net.layers[:-1]:
+        layer.bias.fill_(0.1)
+    net.layers[-1].weight.uniform_(-last_bound, last_bound)
+    net.layers[-1].bias.uniform_(-last_bound, last_bound)
 
 
 def broadcast_members(x: Tensor, members: Members) -> Tensor:

@@ -101,6 +101,30 @@ def test_online_rows_hold_pending_values_until_their_episode_ends():
     assert b1.return_to_go[-1].item() == 80.0
 
 
+def test_vector_column_next_action_offline_and_online():
+    """`next_action` is [S, B, A]: a_{t+1} within an episode, an episode's last row its own action; online
+    rows hold 0 until their episode ends, next to a scalar column that keeps its own slot."""
+    rng = np.random.default_rng(1)
+    episodes = _episodes(rng, [4, 1, 3])
+    data = Dataset.from_episodes(episodes)
+    buf = Buffer(data, 1, online_capacity=5, columns=("next_action", "elapsed"), gamma=0.9)
+    A = data.act_dim
+    assert buf.width == 2 * data.obs_dim + A + 2 + A + 1
+    rows = buf.as_batch(buf.offline[None])
+    expected = np.concatenate([np.concatenate([ep.actions[1:], ep.actions[-1:]]) for ep in episodes])
+    np.testing.assert_array_equal(rows.next_action[0].numpy(), expected.astype(np.float32))
+    assert rows.next_action.shape == (1, len(data), A) and rows.elapsed.tolist() == [[0, 1, 2, 3, 0, 0, 1, 2]]
+    assert buf.sample(6).next_action.shape == (1, 6, A)
+    actions = torch.as_tensor(rng.uniform(-1, 1, (3, 1, A)), dtype=torch.float32)
+    for t in range(3):
+        buf.add(torch.zeros(1, data.obs_dim), actions[t], torch.zeros(1), torch.zeros(1, data.obs_dim), torch.zeros(1))
+    assert (buf.as_batch(buf.online[:, :3]).next_action == 0).all()               # pending
+    buf.end_episodes([0])
+    b = buf.as_batch(buf.online[:, :3])
+    torch.testing.assert_close(b.next_action[0], torch.cat([actions[1:, 0], actions[2:, 0]]))
+    assert b.elapsed.tolist() == [[0, 1, 2]]
+
+
 def test_further_sources_take_their_share_of_every_batch(pendulum_dataset):
     from offrl.buffer import SyntheticSource
 
