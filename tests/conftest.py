@@ -1,6 +1,10 @@
 """Shared fixtures: a scripted InvertedPendulum-v5 dataset (made here, no network) and a Minari root."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,23 @@ def minari_root(tmp_path, monkeypatch) -> Path:
 def _threads():
     torch.set_num_threads(2)
     yield
+
+
+def run_cli(*args, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """`offrl ARGS` inside this process, as a CompletedProcess (exit code, stdout, stderr) like
+    subprocess.run gives: the error-path tests run dozens of commands, and each interpreter start with
+    torch costs seconds. Tests of process behaviour (kills, locks, progress lines) keep real subprocesses."""
+    from offrl.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:                       # argparse's own usage errors
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess([str(a) for a in args], code, out.getvalue(), err.getvalue())

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from offrl.bench.report import aggregates, compute_table, iqm, mean_std
 from offrl.bench.suite import SuiteError, load_suite
 from offrl.record import RunRecord
@@ -81,7 +82,7 @@ def test_bad_suites_fail_before_any_run_naming_the_line(tmp_path, edit, message)
     d = _suite_dir(tmp_path, "bad", TINY.replace(*edit))
     with pytest.raises(SuiteError, match=re.escape(message)):
         load_suite(str(d / "tiny.yaml"))
-    p = _bench(d)
+    p = run_cli("bench", "tiny.yaml", "--no-progress", cwd=d)
     assert p.returncode == 2 and message in p.stderr
     assert not (d / "runs").exists()
 

@@ -1,11 +1,10 @@
 """`offrl bench speed` produces a complete table (structure only: speed is never asserted in tests)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_cli
 from offrl.bench.speed import run_speed, speed_table
 
 
@@ -72,6 +71,5 @@ def test_counted_flops_of_a_linear_layer():
     (["--device", "gpu"], "is not a torch device"),
 ])
 def test_bench_speed_cli_rejects_bad_input(args, message):
-    p = subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "speed", *args],
-                       capture_output=True, text=True, timeout=120)
+    p = run_cli("bench", "speed", *args)
     assert p.returncode == 2 and message in p.stderr, p.stderr

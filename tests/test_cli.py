@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import EMBEDDED_MIXED as DATA, PLUGIN
+from conftest import EMBEDDED_MIXED as DATA, PLUGIN, run_cli
 
 
 def offrl(*args, cwd=None):
@@ -65,7 +65,7 @@ def test_train_writes_a_complete_run_directory(tmp_path):
 def test_bad_input_fails_before_any_work(tmp_path, args, message):
     if "--dataset" not in args:
         args = [*args, "--dataset", DATA]
-    p = offrl("train", *args, "--steps", 10, "--out", tmp_path / "r")
+    p = run_cli("train", *args, "--steps", 10, "--out", tmp_path / "r")
     assert p.returncode == 2
     assert message in p.stderr, p.stderr
     assert not (tmp_path / "r").exists()

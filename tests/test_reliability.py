@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import EMBEDDED_MIXED as DATA
+from conftest import EMBEDDED_MIXED as DATA, run_cli
 from offrl import OffrlError
 from offrl.data import Dataset
 from offrl.data.scripted import pendulum_episodes
@@ -167,8 +167,7 @@ def test_tensorboard_of_a_run_restarted_before_its_first_checkpoint(tmp_path):
     (["--log-every", "0"], "--log-every must be ≥ 1, got 0"),
 ])
 def test_out_of_range_values_fail_before_any_run_directory(tmp_path, args, message):
-    p = subprocess.run([sys.executable, "-m", "offrl.cli", "train", "--agent", "td3_bc", "--dataset", DATA,
-                        "--steps", "10", "--out", str(tmp_path / "r"), *args], capture_output=True, text=True, timeout=300)
+    p = run_cli("train", "--agent", "td3_bc", "--dataset", DATA, "--steps", "10", "--out", tmp_path / "r", *args)
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "r").exists()
 
@@ -217,8 +216,7 @@ def test_outputs_follow_the_umask(pendulum_dataset, tmp_path):
 ])
 def test_unwritable_out_fails_before_the_dataset_loads(tmp_path, where, message):
     (tmp_path / "afile").write_text("not a folder")
-    p = subprocess.run([sys.executable, "-m", "offrl.cli", "train", "--agent", "td3_bc", "--dataset", "no/such/set-v0",
-                        "--steps", "10", "--out", str(where(tmp_path))], capture_output=True, text=True, timeout=300)
+    p = run_cli("train", "--agent", "td3_bc", "--dataset", "no/such/set-v0", "--steps", "10", "--out", where(tmp_path))
     assert p.returncode == 2 and message in p.stderr and "not found" not in p.stderr, p.stderr
 
 
