@@ -21,18 +21,18 @@ def offrl(*args, cwd=None):
 
 def test_train_writes_a_complete_run_directory(tmp_path):
     out = tmp_path / "run"
-    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 2000, "--out", out,
-              "--eval-every", 1000, "--eval-episodes", 3, "--no-progress")
+    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 400, "--out", out,
+              "--eval-every", 200, "--eval-episodes", 3, "--log-every", 100, "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "final normalised score per seed" in p.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["agent"] == "td3_bc" and config["agent"]["alpha"] == 2.5
     assert config["dataset"]["ref_source"] == "dataset metadata" and config["dataset"]["source"] == DATA
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["kind"] for m in metrics} == {"train", "eval"} and metrics[-1]["step"] == 2000
+    assert {m["kind"] for m in metrics} == {"train", "eval"} and metrics[-1]["step"] == 400
     assert list((out / "tb").glob("events.out.tfevents.*"))
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ckpt["offline_step"] == 2000 and ckpt["agent"]["agent"] == "td3_bc"
+    assert ckpt["offline_step"] == 400 and ckpt["agent"]["agent"] == "td3_bc"
     final = json.loads((out / "final.json").read_text())
     assert len(final["final"]["return"]) == 2 and len(final["final"]["normalized"]) == 2
     assert len(final["best"]["normalized"]) == 2 and "final" in final["statistics"]
@@ -43,10 +43,10 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     rerun = json.loads((tmp_path / "rerun" / "config.json").read_text())
     assert rerun["agent"] == config["agent"]
     # an existing run is never overwritten without --resume; --resume of a finished run is a no-op
-    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--steps", 2000, "--seeds", 2, "--out", out)
+    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--steps", 400, "--seeds", 2, "--out", out)
     assert p.returncode == 2 and "--resume" in p.stderr
-    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 2000, "--out", out,
-              "--eval-every", 1000, "--eval-episodes", 3, "--resume", "--no-progress")
+    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 400, "--out", out,
+              "--eval-every", 200, "--eval-episodes", 3, "--log-every", 100, "--resume", "--no-progress")
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "final.json").read_text()) == final
 

@@ -46,8 +46,9 @@ def _assert_same(eager, compiled, tmp_path):
 
 
 # Agents whose update is another's plus a loss term run only with -m slow (CI time): cal_ql (cql's), td3
-# (td3_bc's without BC), sac_n (edac's without its term), awac (iql's critic and AWR actor without V).
-COVERED = {"cal_ql", "td3", "sac_n", "awac"}
+# (td3_bc's without BC), sac_n (edac's without its term), awac (iql's critic and AWR actor without V),
+# rebrac (td3_bc's graph with LayerNorm and one more penalty).
+COVERED = {"cal_ql", "td3", "sac_n", "awac", "rebrac"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in COVERED else n
