@@ -32,38 +32,43 @@ class TD3(Agent):
 
     def __init__(self, spec, cfg: TD3Config, seeds, device="cpu"):
         super().__init__(spec, cfg, seeds, device)
-        O, A = spec.obs_dim, spec.act_dim
-        self.actor = DeterministicActor(O, A, (seeds,), cfg.hidden)
-        self.critic = Critic(O, A, (seeds, 2), cfg.hidden)           # twin critics, one module
+        self.actor, self.critic = self.networks(spec.obs_dim, spec.act_dim, seeds)
         self.actor_target, self.critic_target = target(self.actor), target(self.critic)
         self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)
         self.optimizer("critic", self.critic.parameters(), cfg.critic_lr)
         self.to(self.device)
 
-    def actor_loss(self, pi: torch.Tensor, q1: torch.Tensor, b) -> torch.Tensor:
-        """−Q1(s, π(s)) averaged per seed [S]; pi [S, B, A], q1 [S, B]."""
-        return per_seed_mean(-q1)
+    def networks(self, O: int, A: int, seeds: int) -> tuple[DeterministicActor, Critic]:
+        """The actor and the twin critics (one module, members (seeds, 2))."""
+        return DeterministicActor(O, A, (seeds,), self.cfg.hidden), Critic(O, A, (seeds, 2), self.cfg.hidden)
+
+    def next_q(self, b, next_a: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The clipped double-Q value of s' [S, B] at the smoothed target action next_a [S, B, A], and
+        metrics [S] (none here; ReBRAC subtracts its BC penalty)."""
+        return self.critic_target(b.next_obs, next_a).min(1).values, {}
+
+    def actor_loss(self, pi: torch.Tensor, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """−Q1(s, π(s)) averaged per seed [S] for pi = π(s) [S, B, A]; and metrics [S]."""
+        return per_seed_mean(-self.critic(b.obs, pi, ensemble=slice(0, 1))[:, 0]), {}
 
     def update(self, b):
         cfg, b = self.cfg, self.preprocess(b)
         with torch.no_grad():
             noise = (torch.randn_like(b.action) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
             next_a = (self.actor_target(b.next_obs) + noise).clamp(-1.0, 1.0)
-            q_next = self.critic_target(b.next_obs, next_a).min(1).values            # [S, B]
+            q_next, metrics = self.next_q(b, next_a)                                 # [S, B]
             y = b.reward + cfg.gamma * b.not_done * q_next
         q = self.critic(b.obs, b.action)                                             # [S, 2, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # MSE(Q1)+MSE(Q2), [S]
         self.minimize("critic", critic_loss)
-        metrics = {"critic_loss": critic_loss.detach(), "q": q.detach().mean((1, 2))}
+        metrics.update(critic_loss=critic_loss.detach(), q=q.detach().mean((1, 2)))
 
         if self.num_updates % cfg.policy_freq == 0:
-            pi = self.actor(b.obs)
-            q1 = self.critic(b.obs, pi, ensemble=slice(0, 1))[:, 0]                 # Q1 only, [S, B]
-            actor_loss = self.actor_loss(pi, q1, b)
+            actor_loss, actor_metrics = self.actor_loss(self.actor(b.obs), b)
             self.minimize("actor", actor_loss)
             soft_update(self.critic_target, self.critic, cfg.tau)
             soft_update(self.actor_target, self.actor, cfg.tau)
-            metrics["actor_loss"] = actor_loss.detach()
+            metrics.update(actor_metrics, actor_loss=actor_loss.detach())
         self.num_updates += 1
         return metrics
 

@@ -23,7 +23,8 @@ class TD3BC(TD3):
     Config = TD3BCConfig
     LOOP_DEFAULTS = {}                 # starts from its offline policy: no random warm-up
 
-    def actor_loss(self, pi, q1, b):
+    def actor_loss(self, pi, b):
         """−λ Q1(s, π(s)) + (π(s) − a)², λ per seed from this batch's mean |Q1| (no gradient through λ)."""
+        q1 = self.critic(b.obs, pi, ensemble=slice(0, 1))[:, 0]                      # Q1 only, [S, B]
         lmbda = self.cfg.alpha / q1.abs().mean(1, keepdim=True).detach()              # [S, 1]
-        return per_seed_mean(-lmbda * q1) + per_seed_mean((pi - b.action) ** 2)
+        return per_seed_mean(-lmbda * q1) + per_seed_mean((pi - b.action) ** 2), {}
