@@ -60,6 +60,11 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def plural(n: int, word: str) -> str:
+    """'1 run', '3 runs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def slug(text: str) -> str:
     """A file-name-safe form of a dataset id, path or label ('offrl/hopper/medium-v0' → 'offrl_hopper_medium-v0')."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")

@@ -17,7 +17,7 @@ import numpy as np
 
 from offrl import OffrlError
 from offrl.record import RunRecord
-from offrl.utils import atomic_write
+from offrl.utils import atomic_write, plural
 
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
@@ -170,11 +170,6 @@ def compute_table(runs: list[RunRecord]) -> list[str]:
         lines += ["", f"{plural(len(partial), 'run')} recorded only its last session's time (written before offrl kept "
                   "the time over sessions), a lower bound if it was resumed: " + ", ".join(partial) + "."]
     return lines + [""]
-
-
-def plural(n: int, word: str) -> str:
-    """'1 run', '3 runs'."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # --- the report ---

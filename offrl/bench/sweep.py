@@ -23,6 +23,7 @@ from typing import Any, Callable
 from offrl import OffrlError
 from offrl.bench.suite import Suite, Task
 from offrl.record import RunRecord
+from offrl.utils import plural
 
 
 def run_task(run: dict[str, Any], out: str) -> str:
@@ -70,8 +71,9 @@ def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
     todo = [(t, d) for t, d in zip(suite.tasks, dirs) if not (d / "final.json").exists()]
-    log(f"suite {suite.name}: {len(suite.tasks)} runs ({len(suite.tasks) - len(todo)} finished), "
-        f"{suite.settings['seeds']} seeds each, launcher {launcher}" + (f", {workers} workers" if launcher == "local" else ""))
+    log(f"suite {suite.name}: {plural(len(suite.tasks), 'run')} ({len(suite.tasks) - len(todo)} finished), "
+        f"{plural(suite.settings['seeds'], 'seed')} each, launcher {launcher}"
+        + (f", {plural(workers, 'worker')}" if launcher == "local" else ""))
     payload = [(dataclasses.asdict(_with_checkpoints(t.run)), str(d)) for t, d in todo]
     bar = tqdm(total=len(suite.tasks), initial=len(suite.tasks) - len(todo), unit="run", desc=suite.name,
                disable=None if progress is None else not progress)
