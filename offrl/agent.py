@@ -258,7 +258,7 @@ def register(name: str):
             raise OffrlError(f"agent name {name!r} is already registered by {REGISTRY[name].__module__}; "
                              "choose another name")
         cls.name = name
-        if not cls.summary:             # the docstring's first sentence (`offrl agents` prints one line each)
+        if "summary" not in vars(cls):  # its own docstring's first sentence, not its parent's (`offrl agents`)
             text = " ".join((cls.__doc__ or "").split())
             cls.summary = text.split(". ", 1)[0].rstrip(".") + "." if text else ""
         REGISTRY[name] = cls

@@ -24,6 +24,12 @@ def test_the_plugin_and_builtins_share_one_registry():
     assert {"bc", "td3_bc", "iql", "sac", "plugin_bcq", "plugin_ext"} <= set(AGENTS)
 
 
+def test_every_agent_is_listed_with_its_own_docstring():
+    firsts = {name: " ".join(cls.__doc__.split()).split(". ", 1)[0] for name, cls in REGISTRY.items()}
+    assert all(REGISTRY[n].summary.rstrip(".") == first.rstrip(".") for n, first in firsts.items())
+    assert len({REGISTRY[n].summary for n in ("td3", "td3_bc", "rebrac", "cql", "cal_ql", "sac_n", "edac")}) == 7
+
+
 def _make(name, spec, seeds, **over):
     cls = REGISTRY[name]
     cfg = resolve_config(cls, "classic", False, {**SMALL, **over})
