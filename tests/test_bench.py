@@ -178,5 +178,6 @@ def test_compute_table_sums_sessions_and_flags_runs_that_kept_only_the_last():
     lines = compute_table([run("a", 600.0, 1800.0), run("b", 1200.0, None)])
     row = next(line for line in lines if line.startswith("| iql |"))
     assert row == "| iql | 2 | 0.83 | 25.0 | 20.0–30.0 |", row         # 1800 s and (last session only) 1200 s
-    assert any("1 run recorded only its last session's time" in line and "iql on b." in line for line in lines)
+    assert any(line.startswith("1 run (iql on b) recorded only the last session's time") for line in lines)
+    assert any(line.startswith("Every run recorded") for line in compute_table([run("b", 1200.0, None)]))
     assert not any("only its last" in line for line in compute_table([run("a", 600.0, 1800.0)]))

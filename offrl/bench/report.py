@@ -167,8 +167,9 @@ def compute_table(runs: list[RunRecord]) -> list[str]:
                      f"{min(secs) / 60:.1f}–{max(secs) / 60:.1f} |")
     partial = [f"{r.label} on {r.name}" for r in runs if r.wall_seconds is None]
     if partial:     # runs written by code that kept only the last session's time: a resumed one is undercounted
-        lines += ["", f"{plural(len(partial), 'run')} recorded only its last session's time (written before offrl kept "
-                  "the time over sessions), a lower bound if it was resumed: " + ", ".join(partial) + "."]
+        which = "Every run" if len(partial) == len(runs) else f"{plural(len(partial), 'run')} ({', '.join(partial)})"
+        lines += ["", f"{which} recorded only the last session's time (written before offrl kept the time over "
+                  "sessions): a lower bound for a run that was resumed."]
     return lines + [""]
 
 
@@ -241,7 +242,10 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         for ds in datasets:
             cells = [_fmt(*mean_std(by[(lb, ds)].scores(stat))) if (lb, ds) in by else "—" for lb in labels]
             lines.append(f"| {ds} | " + " | ".join(cells) + " |")
-        avg = [f"{np.mean([by[(lb, ds)].scores(stat).mean() for ds in datasets if (lb, ds) in by]):.1f}" for lb in labels]
+        avg = []
+        for lb in labels:          # an agent that lacks datasets says over how many its average is
+            have = [by[(lb, ds)].scores(stat).mean() for ds in datasets if (lb, ds) in by]
+            avg.append(f"{np.mean(have):.1f}" + (f" ({len(have)} of {len(datasets)})" if len(have) < len(datasets) else ""))
         lines += ["| **average** | " + " | ".join(avg) + " |", ""]
 
     complete = [lb for lb in labels if all((lb, ds) in by for ds in datasets)]
