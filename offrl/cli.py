@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def _bench_speed(args: argparse.Namespace) -> int:
     table = speed_table(variants, env)
     print(table)
     if args.out:
-        command = " ".join(["offrl", *_with_bench_run(sys.argv[1:])]).replace("offrl bench run", "offrl bench")
+        command = shlex.join(["offrl", *_with_bench_run(sys.argv[1:])]).replace("offrl bench run", "offrl bench")
         import importlib.util
         peer = ("d3rlpy was timed in the same rounds (install it without its dependencies: it pins "
                 "gymnasium==1.0.0: `pip install --no-deps d3rlpy==2.8.1` plus gym, click, structlog, colorama, "
@@ -165,7 +166,7 @@ def _datasets_report(args: argparse.Namespace) -> int:
     if not dirs:
         raise OffrlError("no policies to report on: pass --policies DIR (a `datasets make` policies/ folder)")
     root = Path(args.root) if args.root else datasets_root()
-    command = "offrl " + " ".join(sys.argv[1:])
+    command = shlex.join(["offrl", *sys.argv[1:]])
     text = (f"# The offrl dataset zoo\n\nRegenerate: `{command}` (after `offrl datasets make ENV --budget standard "
             f"--from-policies shipped` for each env).\n\n" + zoo_report(dirs, root))
     print(text)
@@ -220,7 +221,7 @@ def _bench(args: argparse.Namespace) -> int:
                      progress=False if args.no_progress else None)
     report_dir = Path(args.report_dir or Path("results") / suite.name)
     # the regenerate line: the same command whether or not progress bars were shown
-    command = " ".join(a for a in ["offrl", *_with_bench_run(sys.argv[1:])] if a != "--no-progress").replace(
+    command = shlex.join(a for a in ["offrl", *_with_bench_run(sys.argv[1:])] if a != "--no-progress").replace(
         "offrl bench run", "offrl bench")
     print(f"building the report in {report_dir} (bootstrap confidence intervals and plots) ...", flush=True)
     report = build_report(collect(dirs), report_dir, title=f"Suite `{suite.name}`", command=command,
@@ -236,7 +237,7 @@ def _report(args: argparse.Namespace) -> int:
 
     out = Path(args.out).parent if args.out and args.out.endswith(".md") else Path(args.out or "report")
     report = build_report(collect(args.dirs), out, title=args.title,
-                          command="offrl report " + " ".join(sys.argv[2:]), wall_time=args.wall_time)
+                          command=shlex.join(["offrl", "report", *sys.argv[2:]]), wall_time=args.wall_time)
     if args.out and args.out.endswith(".md") and Path(args.out) != report:
         report.rename(args.out)
         report = Path(args.out)

@@ -182,11 +182,10 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 
 
 def _plot_aggregates(point: dict[str, np.ndarray], interval: dict[str, np.ndarray], labels: list[str], unit: str,
-                     path: Path) -> None:
+                     path: Path, colors: dict[str, Any]) -> None:
     """Median, IQM, mean and optimality gap per agent: a dot at the estimate, a bar over its 95% CI."""
     import matplotlib.pyplot as plt
 
-    colors = _colors(labels)
     fig, axes = plt.subplots(1, 4, figsize=(12, 0.9 + 0.4 * len(labels)), sharey=True)
     for i, (ax, name) in enumerate(zip(axes, ["Median", "IQM", "Mean", "Optimality gap"])):
         for y, lb in enumerate(labels):
@@ -268,7 +267,8 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
                 lines.append(f"| {x} | {y} | {p:.3f} | [{lo:.3f}, {hi:.3f}] |")
             lines.append("")
         unit = "normalised score / 100" if normalised else "return / 100"
-        _plot_aggregates(point, interval, list(score_dict), unit, out / "aggregates.png")
+        colors = _colors(labels)        # every agent's colour, the same in all plots (incomplete ones too)
+        _plot_aggregates(point, interval, list(score_dict), unit, out / "aggregates.png", colors)
         all_scores = np.concatenate([v.ravel() for v in score_dict.values()]) / 100
         span = all_scores.max() - min(all_scores.min(), 0.0)
         taus = np.linspace(min(all_scores.min(), 0.0), all_scores.max() + 0.05 * span + 1e-3, 81)   # fitted to the data
@@ -276,7 +276,7 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         profiles, profile_cis = rly.create_performance_profile({k: v / 100 for k, v in score_dict.items()}, taus)
         fig, ax = plt.subplots(figsize=(6, 4))
         plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis, ax=ax,
-                                             colors=_colors(list(score_dict)),
+                                             colors={lb: colors[lb] for lb in score_dict},
                                              xlabel=rf"{unit[0].upper() + unit[1:]} ($\tau$)", labelsize="medium",
                                              ticklabelsize="medium")
         ax.legend(loc="upper right", fontsize="small", frameon=False)
@@ -319,7 +319,12 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         ax.set_ylabel("normalised score" if normalised else "return")
     for ax in axes.ravel()[len(datasets):]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=8)
+    first = axes.ravel()[0]
+    if len(first.get_lines()) == len(labels):
+        first.legend(fontsize=8)
+    else:                       # an agent missing from the first panel still gets its legend entry
+        from matplotlib.lines import Line2D
+        first.legend(handles=[Line2D([], [], color=colors[lb], label=lb) for lb in labels], fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "learning_curves.png", dpi=110)
     plt.close(fig)
