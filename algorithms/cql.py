@@ -91,19 +91,19 @@ class CQL(Agent):
     @torch.no_grad()
     def policy_samples(self, b) -> tuple[torch.Tensor, ...]:
         """The conservative term's actions, n per state: uniform, π(s) and π(s') [S, B·n, A] (row b's n
-        samples at b·n …), with the log-densities of π's [S, B·n]."""
+        samples at b·n …), with the log-densities of π's [S, B·n]; last, the states repeated [S, B·n, O]."""
         n = self.cfg.cql_n_actions
+        obs_n = repeat_rows(b.obs, n)
         rand_a = 2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0                  # U[-1, 1]^A
-        cur_a, cur_logp = self.actor(repeat_rows(b.obs, n))
+        cur_a, cur_logp = self.actor(obs_n)
         next_a, next_logp = self.actor(repeat_rows(b.next_obs, n))
-        return rand_a, cur_a, cur_logp, next_a, next_logp
+        return rand_a, cur_a, cur_logp, next_a, next_logp, obs_n
 
     def conservative_gap(self, b, q: torch.Tensor, samples) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """logsumexp over the sampled actions of Q(s, ·) minus Q(s, a_data), clipped, per row [S, 2, B]; and
         the metrics of `bound_policy_q`. q [S, 2, B]: Q(s, a_data); samples: `policy_samples(b)`."""
         cfg, (S, B, A), n = self.cfg, b.action.shape, self.cfg.cql_n_actions
-        rand_a, cur_a, cur_logp, next_a, next_logp = samples
-        obs_n = repeat_rows(b.obs, n)
+        rand_a, cur_a, cur_logp, next_a, next_logp, obs_n = samples
         # one critic call for the three samplers, all evaluated at s: [S, 2, 3·B·n] → [S, 2, 3, B, n]
         q_ood = self.critic(obs_n.repeat(1, 3, 1), torch.cat([rand_a, cur_a, next_a], 1)).view(S, 2, 3, B, n)
         q_ood, metrics = self.bound_policy_q(q_ood, b)
@@ -118,8 +118,9 @@ class CQL(Agent):
     def td_target(self, b, alpha: torch.Tensor) -> torch.Tensor:
         """r + γ (1 − d) min_i Q_target,i(s', a') [S, B]; a' ~ π(s'), or the best of n samples."""
         cfg, n = self.cfg, (self.cfg.cql_n_actions if self.cfg.cql_max_target_backup else 1)
-        next_a, next_logp = self.actor(repeat_rows(b.next_obs, n))
-        q_next = self.critic_target(repeat_rows(b.next_obs, n), next_a).min(1).values      # [S, B·n]
+        next_n = repeat_rows(b.next_obs, n)
+        next_a, next_logp = self.actor(next_n)
+        q_next = self.critic_target(next_n, next_a).min(1).values                          # [S, B·n]
         q_next, best = q_next.view(q_next.shape[0], -1, n).max(-1)
         if cfg.backup_entropy:
             q_next = q_next - alpha * next_logp.view(q_next.shape[0], -1, n).gather(-1, best[..., None])[..., 0]

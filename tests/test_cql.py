@@ -37,7 +37,7 @@ def test_conservative_gap_matches_a_row_by_row_reference(importance_sample):
         q = agent.critic(b.obs, b.action)
         samples = agent.policy_samples(b)
         gap = agent.conservative_gap(b, q, samples)[0]                          # [S, 2, B]
-        rand_a, cur_a, cur_logp, next_a, next_logp = samples
+        rand_a, cur_a, cur_logp, next_a, next_logp, _ = samples
         assert rand_a.abs().max() <= 1 and rand_a.shape == cur_a.shape == next_a.shape == (S, B * n, A)
         q_at_s = {name: agent.critic(repeat_rows(b.obs, n), a) for name, a in          # [S, 2, B·n] each
                   (("rand", rand_a), ("cur", cur_a), ("next", next_a))}
@@ -122,7 +122,7 @@ def test_calql_bound_reduces_to_cql_without_a_bound_and_lifts_policy_values_with
     torch.testing.assert_close(gaps["none"][0], gaps["cql"][0], rtol=0, atol=0)
     assert (gaps["none"][1]["bound_rate"] == 0).all() and (gaps["high"][1]["bound_rate"] == 1).all()
     with torch.no_grad():       # every π action now counts at 1e3: the log-sum-exp is dominated by them
-        _, _, cur_logp, _, next_logp = samples
+        _, _, cur_logp, _, next_logp, _ = samples
         lse = torch.logsumexp(torch.cat([1e3 - cur_logp.view(S, B, n), 1e3 - next_logp.view(S, B, n)], -1), -1)
     torch.testing.assert_close(gaps["high"][0], lse[:, None] - q, rtol=1e-5, atol=1e-3)
 
