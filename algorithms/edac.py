@@ -25,16 +25,22 @@ def gradient_diversity(q: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class EDACConfig(SACNConfig):
-    eta: NonNegative = 1.0             # η: weight of the gradient-diversity term (CORL's locomotion configs: 1)
+    eta: NonNegative = 1.0             # η: weight of the gradient-diversity term (per dataset: DATASET_DEFAULTS)
 
 
 @register("edac")
 class EDAC(SACN):
     """Ensemble-Diversified Actor-Critic, offline and offline-to-online. Faithfulness: CORL's edac.py (SAC-N's
     update, plus η·diversity in the critic loss, computed for all N critics of every seed in one autograd
-    call); deviations: as sac_n (N one default, CORL tunes N per dataset: 10 on halfcheetah and walker2d,
-    50 on hopper)."""
+    call); N and η per dataset from CORL's configs (DATASET_DEFAULTS; N = 10, η = 1 elsewhere);
+    deviations: as sac_n."""
     Config = EDACConfig
+    # (N, η) per D4RL dataset, CORL's configs/offline/edac (the paper's choices).
+    DATASET_DEFAULTS = {"halfcheetah-medium*": {"num_critics": 10, "eta": 1.0},
+                        "walker2d-medium*": {"num_critics": 10, "eta": 1.0},
+                        "hopper-medium*": {"num_critics": 50, "eta": 1.0},
+                        "halfcheetah-medium-expert": {"eta": 5.0}, "walker2d-medium-expert": {"eta": 5.0}}
+
     @torch.compiler.disable     # autograd.grad of Q with respect to a leaf action input: eager under --compile
     def critic_values(self, b):
         action = b.action.unsqueeze(1).expand(-1, self.cfg.num_critics, -1, -1).detach().requires_grad_(True)

@@ -14,7 +14,7 @@ from offrl.nets import Critic, TanhGaussianActor, edac_init, per_seed_mean, soft
 
 @dataclass
 class SACNConfig(AgentConfig):
-    num_critics: AtLeastOne = 10       # N: critics per seed (CORL: 10 on halfcheetah and walker2d; hopper needs more, e.g. 50-500)
+    num_critics: AtLeastOne = 10       # N: critics per seed (per dataset: DATASET_DEFAULTS)
     actor_lr: Positive = 3e-4          # Adam learning rate of the policy
     critic_lr: Positive = 3e-4         # Adam learning rate of the N critics
     alpha_lr: Positive = 3e-4          # Adam learning rate of log α
@@ -28,9 +28,14 @@ class SACNConfig(AgentConfig):
 class SACN(Agent):
     """SAC-N, offline and offline-to-online. Faithfulness: CORL's sac_n.py: update order α → actor →
     critics (the EDAC paper's), α from its own policy sample, N critics in one member-axis module, CORL's
-    init (hidden biases 0.1, output layers U(±3e-3) critics / U(±1e-3) policy). Deviations: the tanh
-    log-det is exact (CORL adds 1e-6 inside the log); N is one default (10), CORL tunes it per dataset."""
+    init (hidden biases 0.1, output layers U(±3e-3) critics / U(±1e-3) policy); N per dataset from CORL's
+    configs (DATASET_DEFAULTS; 10 elsewhere). Deviations: the tanh log-det is exact (CORL adds 1e-6
+    inside the log)."""
     Config = SACNConfig
+    # N per D4RL dataset, CORL's configs/offline/sac_n (the paper's choices: hopper needs hundreds).
+    DATASET_DEFAULTS = {"halfcheetah-medium*": {"num_critics": 10}, "walker2d-medium*": {"num_critics": 20},
+                        "hopper-medium": {"num_critics": 500}, "hopper-medium-replay": {"num_critics": 200},
+                        "hopper-medium-expert": {"num_critics": 200}}
 
     def __init__(self, spec, cfg: SACNConfig, seeds, device="cpu"):
         super().__init__(spec, cfg, seeds, device)

@@ -80,6 +80,20 @@ def find_task(name: str) -> Task | None:
     return None
 
 
+def dataset_level(name: str) -> str | None:
+    """'task-level' of a dataset id, D4RL name or file, the key of an agent's DATASET_DEFAULTS:
+    'hopper-medium-v2', 'hopper_medium-v2.hdf5', 'offrl/hopper/medium-v0' and 'mujoco/hopper/medium-v0'
+    → 'hopper-medium'; an env id ('Hopper-v5') → 'hopper'. None when the task is unknown."""
+    task = find_task(name)
+    if task is None:
+        return None
+    last = re.sub(r"\.(hdf5|h5)$", "", [p for p in name.split("/") if p][-1])
+    words = [w for w in re.split(r"[-_]", re.sub(r"-v\d+$", "", last)) if w]
+    if words and _key(words[0]) == task.name:
+        words = words[1:]                       # D4RL style: the task's name leads
+    return "-".join([task.name] + [w.lower() for w in words])
+
+
 def d4rl_reference_scores(dataset_name: str) -> tuple[float, float] | None:
     """D4RL's (ref_min, ref_max) for a D4RL dataset name such as 'hopper-medium-replay-v2'."""
     base = dataset_name.lower().split("/")[-1]

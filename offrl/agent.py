@@ -13,6 +13,7 @@ the same public API:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import importlib.metadata
 import importlib.util
 import sys
@@ -48,8 +49,8 @@ class AgentConfig:
 @dataclass
 class LoopConfig:
     """The run's buffer and loop settings (not the agent's): set with the same `--set key=value` as agent
-    fields, and resolved like them: these defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain]
-    and DEFAULTS['o2o'] entries that name these keys → the run's overrides."""
+    fields, and resolved like them: these defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain],
+    DATASET_DEFAULTS and DEFAULTS['o2o'] entries that name these keys → the run's overrides."""
     buffer_mixing: OneOf("union", "fixed", "annealed") = "union"  # O2O batches: union | fixed | annealed (see offrl.buffer.Mixing)
     offline_fraction: Unit = 0.5       # offline share of a batch for fixed/annealed mixing
     offline_fraction_floor: Unit = 0.0  # final offline share for annealed mixing
@@ -67,12 +68,18 @@ class Phase:
 
     name: "offline" or "online"; steps: this phase's length (gradient steps offline, env steps per seed
     online); offline_steps, online_steps: the run's two budgets; previous: the phase that just ended
-    ("offline" at the offline → online switch, None for a run's first phase)."""
+    ("offline" at the offline → online switch, None for a run's first phase); updates: the gradient
+    steps this phase will take (online: the env steps after any random warm-up × UTD; None → steps)."""
     name: str
     steps: int
     offline_steps: int
     online_steps: int
     previous: str | None = None
+    updates: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.updates is None:
+            object.__setattr__(self, "updates", self.steps)     # frozen dataclass
 
 
 @dataclass
@@ -104,6 +111,10 @@ class Agent(nn.Module):
     # Per-domain (and "o2o") hyper-parameter overrides, applied over the dataclass defaults; entries may
     # name LoopConfig keys too (e.g. an agent's O2O mixing scheme or UTD).
     DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Per-dataset overrides (the papers' tuned values), applied over DEFAULTS[domain] and under
+    # DEFAULTS["o2o"]: keys are fnmatch patterns over the dataset's 'task-level' (`offrl.envs.dataset_level`:
+    # 'hopper-medium-replay', 'walker2d-*'); every matching entry applies, in the order written.
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
     # The agent's own loop settings in every domain (e.g. SAC's random warm-up steps).
     LOOP_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
@@ -361,19 +372,24 @@ def split_overrides(overrides: dict[str, Any] | None) -> tuple[dict[str, Any], d
     return agent, loop
 
 
-def _layered(agent_cls: type[Agent], domain: str, o2o: bool, keep: Callable[[str], bool]) -> dict[str, Any]:
+def _layered(agent_cls: type[Agent], domain: str, o2o: bool, keep: Callable[[str], bool],
+             dataset: str | None) -> dict[str, Any]:
+    layers = [agent_cls.LOOP_DEFAULTS, agent_cls.DEFAULTS.get(domain, {})]
+    if dataset is not None:
+        layers += [v for pattern, v in agent_cls.DATASET_DEFAULTS.items() if fnmatch.fnmatchcase(dataset, pattern)]
+    layers.append(agent_cls.DEFAULTS.get("o2o", {}) if o2o else {})
     merged: dict[str, Any] = {}
-    for layer in (agent_cls.LOOP_DEFAULTS, agent_cls.DEFAULTS.get(domain, {}),
-                  agent_cls.DEFAULTS.get("o2o", {}) if o2o else {}):
+    for layer in layers:
         merged.update({k: v for k, v in layer.items() if keep(k)})
     return merged
 
 
 def resolve_config(agent_cls: type[Agent], domain: str, o2o: bool,
-                   overrides: dict[str, Any] | None = None) -> AgentConfig:
-    """Dataclass defaults → DEFAULTS[domain] → DEFAULTS['o2o'] (when fine-tuning online) → overrides.
+                   overrides: dict[str, Any] | None = None, dataset: str | None = None) -> AgentConfig:
+    """Dataclass defaults → DEFAULTS[domain] → DATASET_DEFAULTS entries matching `dataset` (a
+    `dataset_level`, e.g. 'hopper-medium') → DEFAULTS['o2o'] (when fine-tuning online) → overrides.
     Loop keys among the overrides are left for `resolve_loop`."""
-    merged = _layered(agent_cls, domain, o2o, lambda k: k not in LOOP_KEYS)
+    merged = _layered(agent_cls, domain, o2o, lambda k: k not in LOOP_KEYS, dataset)
     for k, v in split_overrides(overrides)[0].items():
         merged[k] = parse_value(agent_cls.Config, k, v)
     for k in list(merged):
@@ -384,9 +400,10 @@ def resolve_config(agent_cls: type[Agent], domain: str, o2o: bool,
 
 
 def resolve_loop(agent_cls: type[Agent], domain: str, o2o: bool,
-                 overrides: dict[str, Any] | None = None) -> LoopConfig:
-    """LoopConfig defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain] / ['o2o'] loop keys → overrides."""
-    merged = _layered(agent_cls, domain, o2o, lambda k: k in LOOP_KEYS)
+                 overrides: dict[str, Any] | None = None, dataset: str | None = None) -> LoopConfig:
+    """LoopConfig defaults → the agent's LOOP_DEFAULTS → its DEFAULTS[domain] / DATASET_DEFAULTS /
+    DEFAULTS['o2o'] loop keys (as `resolve_config`) → overrides."""
+    merged = _layered(agent_cls, domain, o2o, lambda k: k in LOOP_KEYS, dataset)
     merged.update(split_overrides(overrides)[1])
     loop = LoopConfig(**{k: parse_value(LoopConfig, k, v) for k, v in merged.items()})
     check_fields(loop)

@@ -22,7 +22,7 @@ from offrl import OffrlError, __version__
 from offrl.agent import Agent, LoopConfig, Phase, Spec, get_agent, load_plugin, resolve_config, resolve_loop
 from offrl.buffer import SOURCES, Buffer
 from offrl.data import Dataset, load_dataset
-from offrl.envs import find_task
+from offrl.envs import dataset_level, find_task
 from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
@@ -112,8 +112,9 @@ def assemble(run: RunConfig, agent_cls: type[Agent], dataset: Dataset | None = N
     task = find_task(run.dataset or "") or find_task(env_id or "")
     domain = run.domain if run.domain != "auto" else (task.domain if task else "locomotion")
     o2o = run.online_steps > 0
-    cfg = resolve_config(agent_cls, domain, o2o, run.agent_config)
-    loop = resolve_loop(agent_cls, domain, o2o, run.agent_config)
+    level = dataset_level(run.dataset) if run.dataset else None     # the key of the agent's DATASET_DEFAULTS
+    cfg = resolve_config(agent_cls, domain, o2o, run.agent_config, level)
+    loop = resolve_loop(agent_cls, domain, o2o, run.agent_config, level)
     time_feature = bool(cfg.time_feature)
     if time_feature:
         if env_id is None:
@@ -494,8 +495,11 @@ class Trainer:
 
     def _phase(self, name: str) -> Phase:
         run = self.run
-        return Phase(name, run.steps if name == "offline" else run.online_steps, run.steps, run.online_steps,
-                     "offline" if name == "online" and run.steps > 0 else None)
+        if name == "offline":
+            return Phase(name, run.steps, run.steps, run.online_steps, None, run.steps)
+        learning = run.online_steps - (self.loop.random_steps if run.steps == 0 else 0)
+        return Phase(name, run.online_steps, run.steps, run.online_steps, "offline" if run.steps > 0 else None,
+                     max(learning, 0) * self.loop.utd)
 
     def _gradient_step(self) -> dict[str, torch.Tensor]:
         """One update of every seed; further sources refill first when due (eager, outside compiled code)."""

@@ -60,9 +60,11 @@ def test_compile_changes_no_result(name, pendulum_dataset, tmp_path):
     _assert_same(eager, compiled, tmp_path)
 
 
-def test_compile_online_phase_changes_no_result(pendulum_dataset, tmp_path):
-    """Offline then online IQL: the online buffer grows every step, so sizes change under the graphs."""
-    over = {"agent": "iql", "steps": 3, "online_steps": 8, "agent_config": {**SMALL, "random_steps": "0"}}
+@pytest.mark.parametrize("name", ["iql", pytest.param("rebrac", marks=pytest.mark.slow)])
+def test_compile_online_phase_changes_no_result(name, pendulum_dataset, tmp_path):
+    """Offline then online: the online buffer grows every step, so sizes change under the graphs (IQL);
+    ReBRAC's BC weight decays with the update count online."""
+    over = {"agent": name, "steps": 3, "online_steps": 8, "agent_config": {**SMALL, "random_steps": "0"}}
     eager = _run(tmp_path, pendulum_dataset, "none", **over)
     compiled = _run(tmp_path, pendulum_dataset, "compile", **over)
     _assert_same(eager, compiled, tmp_path)

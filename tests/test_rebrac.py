@@ -1,6 +1,7 @@
 """ReBRAC: LayerNorm after the ReLU, the critic target's BC penalty on the dataset's next action, the
 actor's min-Q normalisation, and the O2O settings."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -68,3 +69,27 @@ def test_o2o_uses_half_offline_batches_and_can_reset_optimizers():
     assert agent.optimizers["critic"].state
     agent.start_phase(Phase("online", 10, 10, 10, previous="offline"))
     assert not agent.optimizers["critic"].state and not agent.optimizers["actor"].state
+
+
+def test_online_decays_the_actor_bc_weight_linearly_and_drops_the_critic_one():
+    """The official fine-tuning schedule: after k of K online updates β₁·max(floor, 1 − k/K); β₂ = 0."""
+    agent, b = _agent(actor_bc_coef="0.4", critic_bc_coef="0.5", min_bc_decay="0.25"), _batch()
+    for _ in range(3):
+        agent.update(b)
+    assert agent.bc_coefs() == (0.4, 0.5)                              # offline: the configured values
+    agent.start_phase(Phase("online", 10, 3, 10, previous="offline", updates=4))
+    seen = []
+    for _ in range(6):
+        beta1, beta2 = agent.bc_coefs()
+        assert beta1.shape == (2, 1)
+        seen.append(round(float(beta1[0, 0]), 6))
+        assert beta2 == 0.0
+        agent.update(b)
+    assert seen == [0.4, 0.3, 0.2, 0.1, 0.1, 0.1]                      # 1, 3/4, 1/2, then the floor 1/4
+    state = agent.state_dict()
+    fresh = _agent(actor_bc_coef="0.4", critic_bc_coef="0.5", min_bc_decay="0.25")
+    fresh.load_state_dict(state)
+    assert fresh.bc_coefs()[0].flatten().tolist() == pytest.approx([0.1, 0.1])            # the schedule survives a checkpoint
+    off = _agent(online_bc_decay="false", actor_bc_coef="0.4")
+    off.start_phase(Phase("online", 10, 3, 10, previous="offline", updates=4))
+    assert off.bc_coefs() == (0.4, 0.01)

@@ -32,7 +32,7 @@ from offrl import OffrlError
 from offrl.bench import SUITES_DIR
 from offrl.agent import get_agent, load_plugin, parse_value, resolve_config, resolve_loop
 from offrl.data import dataset_exists, dataset_shapes
-from offrl.envs import find_task
+from offrl.envs import dataset_level, find_task
 from offrl.evaluate import make_env
 from offrl.fields import check_fields
 from offrl.trainer import RunConfig
@@ -244,8 +244,9 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
         try:
             check_fields(t.run, lambda name: f"{name} of {t.label}")
             cls = get_agent(t.run.agent)
-            resolve_config(cls, domain, t.run.online_steps > 0, t.run.agent_config)
-            resolve_loop(cls, domain, t.run.online_steps > 0, t.run.agent_config)
+            level = dataset_level(t.dataset)
+            resolve_config(cls, domain, t.run.online_steps > 0, t.run.agent_config, level)
+            resolve_loop(cls, domain, t.run.online_steps > 0, t.run.agent_config, level)
         except OffrlError as e:
             raise SuiteError(f"{where(entry_nodes[t.label])}: {t.label} on {t.dataset}: {e}") from None
     for t in tasks:
