@@ -137,8 +137,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
         command = shlex.join(["offrl", *_with_bench_run(sys.argv[1:])]).replace("offrl bench run", "offrl bench")
         import importlib.util
         peer = ("d3rlpy was timed in the same rounds (install it without its dependencies: it pins "
-                "gymnasium==1.0.0: `pip install --no-deps d3rlpy==2.8.1` plus gym, click, structlog, colorama, "
-                "dataclasses-json, scikit-learn)" if importlib.util.find_spec("d3rlpy") and not args.no_d3rlpy
+                "gymnasium==1.0.0: `pip install --no-deps d3rlpy==2.8.1 gym click structlog colorama dataclasses-json "
+                "'marshmallow<4' typing-inspect scikit-learn joblib threadpoolctl scipy`)" if importlib.util.find_spec("d3rlpy") and not args.no_d3rlpy
                 else "d3rlpy was not installed, so it has no column")
         atomic_write(args.out, lambda f: f.write(f"# Update speed\n\nRegenerate: `{command}`\n\n{peer}.\n\n{table}\n"))
         print(f"written to {args.out}")

@@ -73,3 +73,33 @@ def test_counted_flops_of_a_linear_layer():
 def test_bench_speed_cli_rejects_bad_input(args, message):
     p = run_cli("bench", "speed", *args)
     assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+def test_looped_critics_compute_what_the_member_axis_computes():
+    """The benchmark's loop baseline is the same agent: N critic modules in turn give the ensemble's Q and
+    the same update (SAC-N, N = 5, 2 seeds); the speed table times both and gives their ratio."""
+    import torch
+
+    from offrl.agent import Spec, get_agent, resolve_config
+    from offrl.bench.speed import loop_critics, synthetic_dataset
+    from offrl.buffer import Buffer
+
+    data = synthetic_dataset(2000, 5, 2)
+    spec, cls = Spec.from_dataset(data, "locomotion"), get_agent("sac_n")
+    cfg = resolve_config(cls, "locomotion", False, {"num_critics": "5", "hidden": "16,16", "batch_size": "8"})
+    torch.manual_seed(0)
+    batched = cls(spec, cfg, 2)
+    torch.manual_seed(0)
+    looped = loop_critics(cls(spec, cfg, 2))
+    batch = Buffer(data, 2, seed=0).sample(8)
+    torch.testing.assert_close(looped.critic(batch.obs, batch.action), batched.critic(batch.obs, batch.action))
+    torch.manual_seed(1)
+    a = batched.update(batch)
+    torch.manual_seed(1)
+    b = looped.update(batch)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    variants, env = run_speed(["sac_n"], [1], batch=8, rounds=1, updates=2, warmup=1, d3rlpy=False, transitions=2000)
+    assert [v.name for v in variants] == ["offrl sac_n ×1", "offrl sac_n ×1 looped critics"]
+    row = next(line for line in speed_table(variants, env).splitlines() if line.startswith("| offrl sac_n ×1 |"))
+    assert float(row.split("|")[7]) > 0                                  # the × vs looped critics column

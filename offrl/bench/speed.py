@@ -8,6 +8,7 @@ so a ratio is taken between timings of the same moment. On a shared machine sing
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import platform
@@ -18,15 +19,20 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from offrl.agent import Spec, get_agent, resolve_config
+from offrl.agent import Agent, Spec, get_agent, resolve_config
 from offrl.buffer import Buffer
 from offrl.data import Dataset
 from offrl.fast import check_mode, update_step
+from offrl.nets import MLP, Critic, target
 from offrl.utils import check_device
 
-# d3rlpy config classes of the agents both libraries have (their defaults match the papers too).
-D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig"}
+# d3rlpy config classes of the agents both libraries have (their defaults match the papers too; the
+# encoders are set to the offrl agent's hidden sizes, so both sides do the same matmuls).
+D3RLPY_PEERS = {"td3_bc": "TD3PlusBCConfig", "iql": "IQLConfig", "bc": "BCConfig", "sac": "SACConfig",
+                "awac": "AWACConfig", "cql": "CQLConfig", "cal_ql": "CalQLConfig", "rebrac": "ReBRACConfig",
+                "td3": "TD3Config"}
 
 
 PROFILE_ROUNDS = 5           # profiled rounds per variant with --profile (the median one is reported)
@@ -43,6 +49,7 @@ class Variant:
     rates: list[float]
     mode: str = "none"                  # offrl.fast mode: none (eager) | compile | cuda-graphs
     library: str = "offrl"              # whose update this is: offrl | d3rlpy
+    critics: str = "batched"            # offrl ensembles: batched (one member-axis module) | looped (N modules in turn)
     warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
     flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
@@ -189,15 +196,56 @@ def synthetic_dataset(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> Data
                    np.zeros(n, bool), timeouts, episode, name="synthetic")
 
 
-def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str) -> Variant | None:
+class LoopedCritic(nn.Module):
+    """The N critics of a member-axis Critic (members (S, N)) as N separate modules called one after
+    another: the loop the member axis replaces. Same weights and outputs [S, N, B] as the ensemble."""
+
+    def __init__(self, ensemble: Critic):
+        super().__init__()
+        S, N = ensemble.members
+        self.members = (S, N)
+        self.critics = nn.ModuleList()
+        for i in range(N):
+            one = copy.deepcopy(ensemble)
+            for module in one.modules():
+                if hasattr(module, "members"):
+                    module.members = (S, 1)
+            for p in one.parameters():
+                p.data = p.data[:, i:i + 1].clone()
+            self.critics.append(one)
+
+    def forward(self, obs: Tensor, action: Tensor, ensemble: slice | None = None) -> Tensor:
+        pick = lambda x, i: x[:, i] if x.dim() == 4 else x          # inputs with a member axis [S, N, B, F]
+        members = range(self.members[1])[ensemble] if ensemble is not None else range(self.members[1])
+        return torch.cat([self.critics[i](pick(obs, i), pick(action, i)) for i in members], 1)
+
+
+def loop_critics(agent: Agent) -> Agent:
+    """`agent` with its ensemble critic (and target) replaced by a LoopedCritic, and a fresh critic optimiser."""
+    agent.critic = LoopedCritic(agent.critic)
+    agent.critic_target = target(agent.critic)
+    agent.optimizer("critic", agent.critic.parameters(), agent.cfg.critic_lr)
+    return agent
+
+
+def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str, ours: Agent) -> Variant | None:
+    """d3rlpy's agent of the same name, its encoders sized as the offrl agent `ours`'s actor, critic
+    and value MLPs (hidden widths and LayerNorm), so both sides multiply the same matrices."""
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             import d3rlpy
             ds = d3rlpy.dataset.MDPDataset(data.observations, data.actions, data.rewards,
                                            data.terminals.astype(np.float32), data.timeouts.astype(np.float32))
-            algo = getattr(d3rlpy.algos, D3RLPY_PEERS[agent])(batch_size=batch).create(
-                device="cuda:0" if device.startswith("cuda") else "cpu:0")
+            config_cls = getattr(d3rlpy.algos, D3RLPY_PEERS[agent])
+            encoders = {}
+            for key, net in (("encoder_factory", "actor"), ("actor_encoder_factory", "actor"),
+                             ("critic_encoder_factory", "critic"), ("value_encoder_factory", "value")):
+                mlp = getattr(getattr(ours, net, None), "net", None)
+                if key in config_cls.__dataclass_fields__ and isinstance(mlp, MLP):
+                    encoders[key] = d3rlpy.models.VectorEncoderFactory(
+                        [layer.out_features for layer in mlp.layers[:-1]], use_layer_norm=bool(mlp.layernorm))
+            algo = config_cls(batch_size=batch, **encoders).create(device="cuda:0" if device.startswith("cuda") else "cpu:0")
             algo.build_with_dataset(ds)
     except ImportError:
         return None
@@ -228,11 +276,17 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
                 torch.manual_seed(0)
                 agent = cls(spec, resolve_config(cls, "locomotion", False, {"batch_size": batch}), S, device)
                 suffix = "" if mode == "none" else f" {mode}"
-                variants.append(Variant(f"offrl {name} ×{S}{suffix}", name, S,
-                                        update_step(agent, Buffer(data, S, device, columns=agent.columns(), gamma=agent.cfg.gamma),
-                                                    batch, mode), [], mode))
+                buffer = Buffer(data, S, device, columns=agent.columns(), gamma=agent.cfg.gamma)
+                variants.append(Variant(f"offrl {name} ×{S}{suffix}", name, S, update_step(agent, buffer, batch, mode),
+                                        [], mode))
+                critic = getattr(agent, "critic", None)
+                if mode == "none" and isinstance(critic, Critic) and critic.members[1] > 2:   # an ensemble: time its loop too
+                    torch.manual_seed(0)
+                    looped = loop_critics(cls(spec, agent.cfg, S, device))
+                    variants.append(Variant(f"offrl {name} ×{S} looped critics", name, S,
+                                            update_step(looped, buffer, batch), [], critics="looped"))
         if d3rlpy and name in D3RLPY_PEERS:
-            peer = _d3rlpy_variant(name, data, batch, device)
+            peer = _d3rlpy_variant(name, data, batch, device, agent)
             if peer is not None:
                 variants.append(peer)
     for v in variants:
@@ -285,17 +339,20 @@ def speed_table(variants: list[Variant], env: dict) -> str:
              f"matmul FLOPs per update (mean over {FLOP_UPDATES} updates, so a delayed actor step counts at its "
              f"rate); % of matmul rate: achieved FLOP/s over the device's measured float32 "
              f"2048² GEMM rate ({env['matmul_flops'] / 1e9:.0f} GFLOP/s); peak MB: tensor memory one update "
-             "allocates above what is live.", "",
+             "allocates above what is live. × vs looped critics: an ensemble agent's member-axis critics against "
+             "the same agent calling its N critics as N modules in turn (`LoopedCritic`).", "",
              "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs eager | × vs d3rlpy (per seed) "
-             "| warm-up s | GFLOP/update | % of matmul rate | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| × vs looped critics | warm-up s | GFLOP/update | % of matmul rate | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         ours = v.library == "offrl"
         one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.mode == v.mode
-                    and w.library == "offrl"), None)
+                    and w.library == "offrl" and w.critics == v.critics), None)
         eager = next((w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
-                      and w.library == "offrl"), None)
+                      and w.library == "offrl" and w.critics == "batched"), None)
         peer = next((w for w in variants if w.agent == v.agent and w.library == "d3rlpy"), None)
+        looped = next((w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.critics == "looped"), None)
+        vs_loop = f"{_paired(v, looped):.2f}" if looped is not None and ours and v.critics == "batched" else ""
         u = float(np.median(v.rates))
         scale = f"{v.seeds * _paired(v, one):.2f}" if one is not None and ours and v is not one else ""
         vs_eager = f"{_paired(v, eager):.2f}" if eager is not None and ours and v is not eager else ""
@@ -306,8 +363,8 @@ def speed_table(variants: list[Variant], env: dict) -> str:
         flops = f"{v.flops / 1e9:.3f}" if v.flops is not None else ""
         frac = f"{100 * v.flops * u / env['matmul_flops']:.1f}" if v.flops is not None else ""
         mem = f"{v.peak_bytes / 2**20:.1f}" if v.peak_bytes is not None else ""
-        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs_eager} | {vs} | {warm} | {flops} "
-                     f"| {frac} | {mem} |")
+        lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs_eager} | {vs} | {vs_loop} | {warm} "
+                     f"| {flops} | {frac} | {mem} |")
     lines += ["", f"Device-hours for a full locomotion table ({TABLE_RUNS} dataset × seed runs of {TABLE_UPDATES:,} "
               "updates) at the fastest measured seed-updates/s per agent (updates only; evaluation excluded):", ""]
     for agent in dict.fromkeys(v.agent for v in variants if v.library == "offrl"):
