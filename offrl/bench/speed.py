@@ -62,15 +62,28 @@ FLOP_UPDATES = 12
 
 
 def count_flops(step: Callable[[], object], calls: int = FLOP_UPDATES) -> float:
-    """FLOPs per call averaged over `calls` calls, counted per operator (matmuls, convolutions, SDPA) by
-    torch.utils.flop_counter: what an update asks of the device's matmul units; element-wise work is
-    not counted."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs per call averaged over `calls` calls, counted per operator (matmuls, convolutions, SDPA) with
+    torch.utils.flop_counter's formulas: what an update asks of the device's matmul units; element-wise
+    work is not counted. A dispatch mode of our own rather than FlopCounterMode, whose module hooks
+    fail under autograd.grad of a leaf (EDAC's action-gradients)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
 
-    with FlopCounterMode(display=False) as counter:
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counter() as counter:
         for _ in range(calls):
             step()
-    return float(counter.get_total_flops()) / calls
+    return float(counter.total) / calls
 
 
 @contextlib.contextmanager
