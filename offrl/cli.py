@@ -236,8 +236,14 @@ def _report(args: argparse.Namespace) -> int:
     from offrl.bench.report import build_report, collect
 
     out = Path(args.out).parent if args.out and args.out.endswith(".md") else Path(args.out or "report")
+    notes = ""
+    if args.notes:
+        try:
+            notes = Path(args.notes).read_text()
+        except OSError as e:
+            raise OffrlError(f"--notes {args.notes}: {(e.strerror or str(e)).lower()}; give a Markdown file") from None
     report = build_report(collect(args.dirs), out, title=args.title,
-                          command=shlex.join(["offrl", "report", *sys.argv[2:]]), wall_time=args.wall_time)
+                          command=shlex.join(["offrl", "report", *sys.argv[2:]]), wall_time=args.wall_time, notes=notes)
     if args.out and args.out.endswith(".md") and Path(args.out) != report:
         report.rename(args.out)
         report = Path(args.out)
@@ -356,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="report folder, or a .md path")
     r.add_argument("--title", default="offrl report", help="the report's heading")
     r.add_argument("--wall-time", action="store_true", help="add each agent's run wall times (a Compute table)")
+    r.add_argument("--notes", metavar="FILE", help="a Markdown file placed under '## Notes' in the report")
     r.set_defaults(func=_report)
 
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",

@@ -194,3 +194,13 @@ def test_run_record_is_what_the_trainer_wrote(pendulum_dataset, tmp_path):
     (tmp_path / "r" / "final.json").write_text("{}")
     with pytest.raises(OffrlError, match="not a readable offrl run directory"):
         RunRecord.load(tmp_path / "r")
+    # notes from a file land under their own heading; a missing file is one line, and no report is written
+    from conftest import run_cli
+
+    (tmp_path / "notes.md").write_text("The cvar agent was run with 10 steps only.\n")
+    done = run_cli("report", tmp_path / "runs", "--out", tmp_path / "with_notes", "--notes", tmp_path / "notes.md")
+    assert done.returncode == 0, done.stderr
+    assert "## Notes\n\nThe cvar agent was run with 10 steps only.\n" in (tmp_path / "with_notes" / "REPORT.md").read_text()
+    bad = run_cli("report", tmp_path / "runs", "--out", tmp_path / "no_notes", "--notes", tmp_path / "missing.md")
+    assert bad.returncode != 0 and "--notes" in bad.stderr and "no such file" in bad.stderr
+    assert not (tmp_path / "no_notes").exists()

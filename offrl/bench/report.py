@@ -209,9 +209,10 @@ def _fmt(m: float, s: float) -> str:
 
 
 def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl report", command: str = "",
-                 compare: list[tuple[str, str]] | None = None, wall_time: bool = False) -> Path:
+                 compare: list[tuple[str, str]] | None = None, wall_time: bool = False, notes: str = "") -> Path:
     """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path. wall_time:
-    add each agent's run wall times (then the report is no longer reproducible byte for byte)."""
+    add each agent's run wall times (then the report is no longer reproducible byte for byte). notes:
+    Markdown placed under "## Notes" (what the numbers mean, orderings investigated)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -332,6 +333,8 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         lines += compute_table(runs)
     lines += ["## Learning curves", "", "Mean ± std over seeds at each evaluation.", "",
               "![learning curves](learning_curves.png)", "", "Every per-seed, per-evaluation number: `scores.csv`.", ""]
+    if notes.strip():
+        lines += ["## Notes", "", notes.strip(), ""]
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
