@@ -173,6 +173,16 @@ def test_report_has_a_risk_table(pendulum_dataset, tmp_path):
     # with 3 episodes a seed, CVaR and VaR at α ≤ 1/3 are the worst episode: one column, saying so
     assert "| mean | worst (= cvar 0.05, cvar 0.1, cvar 0.25, var 0.1) |" in text
     assert "2 runs: 2 agents × 1 dataset, 2 seeds each, 3 evaluation episodes per seed" in text
+    # notes from a file land under their own heading; a missing file is one line, and no report is written
+    from conftest import run_cli
+
+    (tmp_path / "notes.md").write_text("The cvar agent was run with 10 steps only.\n")
+    done = run_cli("report", tmp_path / "runs", "--out", tmp_path / "with_notes", "--notes", tmp_path / "notes.md")
+    assert done.returncode == 0, done.stderr
+    assert "## Notes\n\nThe cvar agent was run with 10 steps only.\n" in (tmp_path / "with_notes" / "REPORT.md").read_text()
+    bad = run_cli("report", tmp_path / "runs", "--out", tmp_path / "no_notes", "--notes", tmp_path / "missing.md")
+    assert bad.returncode != 0 and "--notes" in bad.stderr and "no such file" in bad.stderr
+    assert not (tmp_path / "no_notes").exists()
 
 
 def test_run_record_is_what_the_trainer_wrote(pendulum_dataset, tmp_path):
@@ -194,13 +204,3 @@ def test_run_record_is_what_the_trainer_wrote(pendulum_dataset, tmp_path):
     (tmp_path / "r" / "final.json").write_text("{}")
     with pytest.raises(OffrlError, match="not a readable offrl run directory"):
         RunRecord.load(tmp_path / "r")
-    # notes from a file land under their own heading; a missing file is one line, and no report is written
-    from conftest import run_cli
-
-    (tmp_path / "notes.md").write_text("The cvar agent was run with 10 steps only.\n")
-    done = run_cli("report", tmp_path / "runs", "--out", tmp_path / "with_notes", "--notes", tmp_path / "notes.md")
-    assert done.returncode == 0, done.stderr
-    assert "## Notes\n\nThe cvar agent was run with 10 steps only.\n" in (tmp_path / "with_notes" / "REPORT.md").read_text()
-    bad = run_cli("report", tmp_path / "runs", "--out", tmp_path / "no_notes", "--notes", tmp_path / "missing.md")
-    assert bad.returncode != 0 and "--notes" in bad.stderr and "no such file" in bad.stderr
-    assert not (tmp_path / "no_notes").exists()
