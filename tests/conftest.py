@@ -18,6 +18,17 @@ PLUGIN = TESTS / "plugin_agent.py"
 PLUGIN_EXT = TESTS / "plugin_extension.py"     # a column, a synthetic source and a phase hook, from outside offrl/
 EMBEDDED_MIXED = "offrl/invertedpendulum/scripted-mixed-small-v0"
 
+# A 4-run suite on the embedded data: the sweeps of the harness tests (pool, Ray, kills) run it.
+TINY = """name: tiny
+agents: [bc, {name: td3_bc, label: td3_bc-small, set: {hidden: [32, 32]}}]
+datasets: [offrl/invertedpendulum/scripted-mixed-small-v0, offrl/invertedpendulum/scripted-noisy-small-v0]
+seeds: 2
+steps: 60
+eval_every: 20
+eval_episodes: 2
+threads: 1
+"""
+
 
 @pytest.fixture(scope="session")
 def pendulum_dataset() -> Dataset:
@@ -59,3 +70,22 @@ def run_cli(*args, cwd: str | os.PathLike | None = None) -> subprocess.Completed
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess([str(a) for a in args], code, out.getvalue(), err.getvalue())
+
+
+def bench_tiny(cwd, *args, timeout=300) -> subprocess.CompletedProcess:
+    """`offrl bench tiny.yaml --no-progress ARGS` in a real process (the launchers fork and kill)."""
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "tiny.yaml", "--no-progress", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> str:
+    """scores.csv of the tiny suite swept once, uninterrupted, by one worker: what every launcher, worker
+    count and kill-and-rerun must reproduce (one sweep for the session, not one per test)."""
+    d = tmp_path_factory.mktemp("tiny_reference")
+    (d / "tiny.yaml").write_text(TINY)
+    p = bench_tiny(d, "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    return (d / "results" / "tiny" / "scores.csv").read_text()

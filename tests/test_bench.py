@@ -1,36 +1,21 @@
 """The benchmark harness: suites, launchers, resumable sweeps, report statistics."""
 from __future__ import annotations
 
-import os
-import random
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import TINY, bench_tiny, run_cli
 from offrl.bench.report import aggregates, compute_table, iqm, mean_std
 from offrl.bench.suite import SuiteError, load_suite
 from offrl.record import RunRecord
 
-TINY = """name: tiny
-agents: [bc, {name: td3_bc, label: td3_bc-small, set: {hidden: [32, 32]}}]
-datasets: [offrl/invertedpendulum/scripted-mixed-small-v0, offrl/invertedpendulum/scripted-noisy-small-v0]
-seeds: 2
-steps: 60
-eval_every: 20
-eval_episodes: 2
-threads: 1
-"""
 
 
-def _bench(cwd, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "offrl.cli", "bench", "tiny.yaml", "--no-progress", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+_bench = bench_tiny
 
 
 def _suite_dir(tmp_path, name, text=TINY):
@@ -87,43 +72,19 @@ def test_bad_suites_fail_before_any_run_naming_the_line(tmp_path, edit, message)
     assert not (d / "runs").exists()
 
 
-def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
-    straight = _suite_dir(tmp_path, "straight")
-    assert _bench(straight, "--workers", "1").returncode == 0
-    killed = _suite_dir(tmp_path, "killed")
-    proc = subprocess.Popen([sys.executable, "-m", "offrl.cli", "bench", "tiny.yaml", "--no-progress", "--workers", "1"],
-                            cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # a random moment after the first run directory appears
-    deadline = time.time() + 120
-    while not (killed / "runs" / "tiny").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random().uniform(0.0, 3.0))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    p = _bench(killed, "--workers", "1")
-    assert p.returncode == 0, p.stderr
-    expected = {f"{lb}/{ds}" for lb in ("bc", "td3_bc-small") for ds in
-                ("offrl_invertedpendulum_scripted-mixed-small-v0", "offrl_invertedpendulum_scripted-noisy-small-v0")}
-    runs = {str(f.parent.relative_to(killed / "runs" / "tiny")) for f in (killed / "runs" / "tiny").glob("**/final.json")}
-    assert runs == expected
-    assert _outputs(killed) == _outputs(straight)
-
-
-def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tmp_path):
-    seq, pool = _suite_dir(tmp_path, "seq"), _suite_dir(tmp_path, "pool")
-    assert _bench(seq, "--workers", "1").returncode == 0
+def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tmp_path, tiny_reference):
+    pool = _suite_dir(tmp_path, "pool")
     p = _bench(pool, "--workers", "2")                     # stdout is a pipe: no bars, a line per run instead
     assert p.returncode == 0, p.stderr
-    assert _outputs(seq)[1] == _outputs(pool)[1]
+    assert _outputs(pool)[1] == tiny_reference
     done = [line for line in p.stdout.splitlines() if re.match(r"\[\d/4\] \S+ on offrl/invertedpendulum/", line)]
     assert len(done) == 4 and all("ETA" in line and "final" in line for line in done), p.stdout
     assert "building the report" in p.stdout and p.stdout.count("wall time") == 1
 
 
-def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_path):
+def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_path, tiny_reference):
     pytest.importorskip("ray")
-    local, ray_dir = _suite_dir(tmp_path, "local"), _suite_dir(tmp_path, "ray")
-    assert _bench(local, "--workers", "1").returncode == 0
+    ray_dir = _suite_dir(tmp_path, "ray")
     code = ("import subprocess, sys\n"
             "from offrl.bench.suite import load_suite\n"
             "from offrl.bench.sweep import run_suite, ray_init_loopback\n"
@@ -142,7 +103,7 @@ def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_pa
         assert local_addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
     subprocess.run([sys.executable, "-m", "offrl.cli", "report", "runs/tiny", "--out", "results/tiny"], cwd=ray_dir,
                    check=True, capture_output=True)
-    assert (ray_dir / "results" / "tiny" / "scores.csv").read_text() == _outputs(local)[1]
+    assert (ray_dir / "results" / "tiny" / "scores.csv").read_text() == tiny_reference
 
 
 def test_every_shipped_suite_loads_once_its_datasets_exist(minari_root):

@@ -28,7 +28,8 @@ def _final(agent, pendulum_dataset, out):
     return np.array(Trainer(run, out, progress=False, dataset=pendulum_dataset).train()["final"]["return"])
 
 
-@pytest.mark.parametrize("agent", OFFLINE)
+# sac_n runs with -m slow (CI time): edac's test trains the same update plus its diversity term.
+@pytest.mark.parametrize("agent", [pytest.param(a, marks=pytest.mark.slow) if a == "sac_n" else a for a in OFFLINE])
 def test_offline_agent_learns_pendulum(agent, pendulum_dataset, tmp_path):
     final = _final(agent, pendulum_dataset, tmp_path / agent)
     assert final.mean() >= THRESHOLD, final
