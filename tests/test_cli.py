@@ -37,16 +37,17 @@ def test_train_writes_a_complete_run_directory(tmp_path):
     assert len(final["final"]["return"]) == 2 and len(final["final"]["normalized"]) == 2
     assert len(final["best"]["normalized"]) == 2 and "final" in final["statistics"]
     # config.json is enough to rerun: same settings, a fresh directory
-    p = offrl("train", "--config", out / "config.json", "--steps", 50, "--out", tmp_path / "rerun",
-              "--eval-episodes", 1, "--no-progress")
+    # (the follow-up commands run in this process: run_cli; the first one above is the real CLI process)
+    p = run_cli("train", "--config", out / "config.json", "--steps", 50, "--out", tmp_path / "rerun",
+                "--eval-episodes", 1, "--no-progress")
     assert p.returncode == 0, p.stderr
     rerun = json.loads((tmp_path / "rerun" / "config.json").read_text())
     assert rerun["agent"] == config["agent"]
     # an existing run is never overwritten without --resume; --resume of a finished run is a no-op
-    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--steps", 400, "--seeds", 2, "--out", out)
+    p = run_cli("train", "--agent", "td3_bc", "--dataset", DATA, "--steps", 400, "--seeds", 2, "--out", out)
     assert p.returncode == 2 and "--resume" in p.stderr
-    p = offrl("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 400, "--out", out,
-              "--eval-every", 200, "--eval-episodes", 3, "--log-every", 100, "--resume", "--no-progress")
+    p = run_cli("train", "--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 400, "--out", out,
+                "--eval-every", 200, "--eval-episodes", 3, "--log-every", 100, "--resume", "--no-progress")
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "final.json").read_text()) == final
 
@@ -139,7 +140,7 @@ def test_a_killed_short_run_resumes_from_its_directory(tmp_path):
     else (the run's config.json), says where it resumes, and ends as the uninterrupted run does."""
     args = ["--agent", "td3_bc", "--dataset", DATA, "--seeds", 2, "--steps", 600, "--eval-every", 100,
             "--eval-episodes", 2, "--threads", 1, "--no-progress"]
-    assert offrl("train", *args, "--out", tmp_path / "straight").returncode == 0
+    assert run_cli("train", *args, "--out", tmp_path / "straight").returncode == 0     # in this process
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "offrl.cli", "train", *map(str, args), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -149,13 +150,13 @@ def test_a_killed_short_run_resumes_from_its_directory(tmp_path):
     proc.kill()
     proc.wait()
     assert (out / "checkpoint.pt").exists() and not (out / "final.json").exists()
-    p = offrl("train", "--out", out, "--resume", "--no-progress")
+    p = run_cli("train", "--out", out, "--resume", "--no-progress")
     assert p.returncode == 0, p.stderr
     assert re.search(r"resuming .* from its checkpoint at step [1-5]00 of 600", p.stdout), p.stdout
     assert (out / "metrics.jsonl").read_text() == (tmp_path / "straight" / "metrics.jsonl").read_text()
     final = json.loads((out / "final.json").read_text())     # the wall time counts the killed session too
     assert final["wall_seconds"] > final["wall_seconds_last_session"] > 0, final
-    p = offrl("train", "--out", tmp_path / "nothing", "--resume")
+    p = run_cli("train", "--out", tmp_path / "nothing", "--resume")
     assert p.returncode == 2 and "--out RUN_DIR --resume" in p.stderr
 
 
