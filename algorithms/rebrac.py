@@ -101,5 +101,7 @@ class ReBRAC(TD3):
         lmbda = 1.0 / q_pi.abs().mean(1, keepdim=True).detach() if self.cfg.normalize_q else 1.0
         bc = ((pi - b.action) ** 2).sum(-1)
         beta = self.bc_coefs()[0]
-        return per_seed_mean(beta * bc - lmbda * q_pi), {"actor_bc": bc.detach().mean(1),
-                                                          "actor_bc_coef": torch.as_tensor(beta, device=self.device).reshape(-1).expand(self.seeds)}
+        metrics = {"actor_bc": bc.detach().mean(1)}
+        if isinstance(beta, torch.Tensor):              # the decaying online weight [S, 1]; offline it is the config's
+            metrics["actor_bc_coef"] = beta[:, 0].detach()
+        return per_seed_mean(beta * bc - lmbda * q_pi), metrics
