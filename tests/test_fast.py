@@ -47,8 +47,9 @@ def _assert_same(eager, compiled, tmp_path):
 
 # Agents whose update is another's plus a loss term run only with -m slow (CI time): cal_ql (cql's), td3
 # (td3_bc's without BC), sac_n (edac's without its term), awac (iql's critic and AWR actor without V),
-# rebrac (td3_bc's graph with LayerNorm and one more penalty).
-COVERED = {"cal_ql", "td3", "sac_n", "awac", "rebrac"}
+# rebrac (td3_bc's graph with LayerNorm and one more penalty), hybrid_ac (td3_bc's graph on an ensemble
+# with a max over target actions).
+COVERED = {"cal_ql", "td3", "sac_n", "awac", "rebrac", "hybrid_ac"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in COVERED else n
@@ -60,11 +61,13 @@ def test_compile_changes_no_result(name, pendulum_dataset, tmp_path):
     _assert_same(eager, compiled, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["iql", pytest.param("rebrac", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["iql", pytest.param("rebrac", marks=pytest.mark.slow),
+                                  pytest.param("hybrid_ac", marks=pytest.mark.slow)])
 def test_compile_online_phase_changes_no_result(name, pendulum_dataset, tmp_path):
     """Offline then online: the online buffer grows every step, so sizes change under the graphs (IQL);
-    ReBRAC's BC weight decays with the update count online."""
-    over = {"agent": name, "steps": 3, "online_steps": 8, "agent_config": {**SMALL, "random_steps": "0"}}
+    ReBRAC's BC weight decays with the update count online; hybrid_ac switches critics (host side) at 2, 4, 8."""
+    extra = {"first_switch": "2", "md_every": "3"} if name == "hybrid_ac" else {}
+    over = {"agent": name, "steps": 3, "online_steps": 8, "agent_config": {**SMALL, "random_steps": "0", **extra}}
     eager = _run(tmp_path, pendulum_dataset, "none", **over)
     compiled = _run(tmp_path, pendulum_dataset, "compile", **over)
     _assert_same(eager, compiled, tmp_path)

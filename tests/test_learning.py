@@ -18,6 +18,7 @@ THRESHOLD = 100.0      # episode return; far above random (≤15) and zero-actio
 FAST_Q = {"gamma": "0.9", "policy_lr": "3e-4", "batch_size": "128", "cql_n_actions": "4"}
 ENSEMBLE = {"gamma": "0.9", "actor_lr": "1e-3", "critic_lr": "1e-3", "num_critics": "5"}
 OFFLINE = {"bc": (1000, {}), "td3_bc": (2000, {}), "iql": (2000, {}), "awac": (2000, {}), "rebrac": (2000, {}),
+           "hybrid_ac": (2000, {}),
            "cql": (1000, FAST_Q), "cal_ql": (1000, FAST_Q), "sac_n": (4000, ENSEMBLE), "edac": (4000, ENSEMBLE)}
 
 
@@ -30,7 +31,8 @@ def _final(agent, pendulum_dataset, out):
 
 # The ensemble agents (4,000 updates of N = 5 critics, 35–40 s each here) run with -m slow (CI time); their
 # update is checked by default elsewhere (tests/test_ensembles.py, the generic agent tests).
-@pytest.mark.parametrize("agent", [pytest.param(a, marks=pytest.mark.slow) if a in ("sac_n", "edac") else a
+# hybrid_ac's offline phase is also checked by default in its O2O test below, so its own row is slow too.
+@pytest.mark.parametrize("agent", [pytest.param(a, marks=pytest.mark.slow) if a in ("sac_n", "edac", "hybrid_ac") else a
                                    for a in OFFLINE])
 def test_offline_agent_learns_pendulum(agent, pendulum_dataset, tmp_path):
     final = _final(agent, pendulum_dataset, tmp_path / agent)
@@ -65,3 +67,14 @@ def test_sac_learns_pendulum_online(tmp_path):
     result = Trainer(run, tmp_path / "sac", progress=False).train()
     final = np.array(result["final"]["return"])
     assert final.mean() >= 50.0, final
+
+
+def test_hybrid_ac_offline_to_online_keeps_its_policy_through_switches_and_resets(pendulum_dataset, tmp_path):
+    """1,500 offline updates, then 1,000 online steps with switches (and actor resets) at 100, 200, 400, 800."""
+    run = RunConfig(agent="hybrid_ac", dataset="pendulum", seeds=2, steps=1500, online_steps=1000, eval_every=0,
+                    eval_episodes=5, log_every=100, agent_config={"hidden": "64,64", "first_switch": "100", "md_every": "100"})
+    trainer = Trainer(run, tmp_path / "o2o", progress=False, dataset=pendulum_dataset)
+    result = trainer.train()
+    assert np.mean(result["offline_final"]["return"]) >= THRESHOLD
+    assert np.mean(result["final"]["return"]) >= THRESHOLD
+    assert trainer.agent.switch_count.tolist() == [4, 4]
