@@ -47,6 +47,11 @@ class TD3(Agent):
         metrics [S] (none here; ReBRAC subtracts its BC penalty)."""
         return self.critic_target(b.next_obs, next_a).min(1).values, {}
 
+    def after_critic(self, b, next_a: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Further steps between the critic's and the actor's, given the smoothed next action [S, B, A] and
+        the critic's target y [S, B]; returns metrics [S] (none here; A2PR trains its V and VAE)."""
+        return {}
+
     def actor_loss(self, pi: torch.Tensor, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """−Q1(s, π(s)) averaged per seed [S] for pi = π(s) [S, B, A]; and metrics [S]."""
         return per_seed_mean(-self.critic(b.obs, pi, ensemble=slice(0, 1))[:, 0]), {}
@@ -61,7 +66,7 @@ class TD3(Agent):
         q = self.critic(b.obs, b.action)                                             # [S, 2, B]
         critic_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)                        # MSE(Q1)+MSE(Q2), [S]
         self.minimize("critic", critic_loss)
-        metrics.update(critic_loss=critic_loss.detach(), q=q.detach().mean((1, 2)))
+        metrics.update(critic_loss=critic_loss.detach(), q=q.detach().mean((1, 2)), **self.after_critic(b, next_a, y))
 
         if self.num_updates % cfg.policy_freq == 0:
             actor_loss, actor_metrics = self.actor_loss(self.actor(b.obs), b)

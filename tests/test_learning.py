@@ -18,7 +18,7 @@ THRESHOLD = 100.0      # episode return; far above random (≤15) and zero-actio
 FAST_Q = {"gamma": "0.9", "policy_lr": "3e-4", "batch_size": "128", "cql_n_actions": "4"}
 ENSEMBLE = {"gamma": "0.9", "actor_lr": "1e-3", "critic_lr": "1e-3", "num_critics": "5"}
 OFFLINE = {"bc": (1000, {}), "td3_bc": (2000, {}), "iql": (2000, {}), "awac": (2000, {}), "rebrac": (2000, {}),
-           "hybrid_ac": (2000, {}),
+           "hybrid_ac": (2000, {}), "a2pr": (2000, {"actor_hidden": "64,64", "vae_hidden": "64,64"}),
            "cql": (1000, FAST_Q), "cal_ql": (1000, FAST_Q), "sac_n": (4000, ENSEMBLE), "edac": (4000, ENSEMBLE)}
 
 
@@ -43,7 +43,7 @@ def test_offline_agent_learns_pendulum(agent, pendulum_dataset, tmp_path):
 # tests above are about each agent's actor: all stay near the initial, zero-action policy. AWAC runs by
 # default; the others with -m slow (CI time).
 @pytest.mark.parametrize("agent", [a if a == "awac" else pytest.param(a, marks=pytest.mark.slow)
-                                   for a in ("awac", "rebrac", "cql", "cal_ql", "sac_n", "edac")])
+                                   for a in ("awac", "rebrac", "cql", "cal_ql", "sac_n", "edac", "a2pr")])
 def test_agent_fails_without_its_policy_loss(agent, pendulum_dataset, tmp_path, monkeypatch):
     minimize = Agent.minimize
     monkeypatch.setattr(Agent, "minimize", lambda self, name, loss: minimize(self, name, loss * 0 if name == "actor" else loss))
