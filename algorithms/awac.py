@@ -35,6 +35,7 @@ class AWAC(Agent):
     Faithfulness: CORL's awac.py (offline and finetune share the update) and its per-dataset λ;
     deviations: none in the math (CORL's policy mean is unbounded, as here; actions are clipped)."""
     Config = AWACConfig
+    policy_conditioning = 0            # extra policy inputs after the state (FamO2O's β embedding)
     DEFAULTS = {
         "antmaze": {"awac_lambda": 0.1, "reward_transform": "antmaze"},
         "adroit": {"awac_lambda": 0.1},
@@ -43,7 +44,7 @@ class AWAC(Agent):
     def __init__(self, spec, cfg: AWACConfig, seeds, device="cpu"):
         super().__init__(spec, cfg, seeds, device)
         O, A = spec.obs_dim, spec.act_dim
-        self.actor = GaussianActor(O, A, (seeds,), cfg.hidden, cfg.log_std_min, cfg.log_std_max, tanh_mean=False)
+        self.actor = GaussianActor(O + self.policy_conditioning, A, (seeds,), cfg.hidden, cfg.log_std_min, cfg.log_std_max, tanh_mean=False)
         self.critic = Critic(O, A, (seeds, 2), cfg.hidden)                   # twin critics, one module
         self.critic_target = target(self.critic)
         self.optimizer("actor", self.actor.parameters(), cfg.actor_lr)

@@ -39,6 +39,7 @@ class IQL(Agent):
     inits (orthogonal √2) and per-domain configs; deviation: online rewards get the same transform as
     the dataset (the official fine-tuning script leaves online locomotion rewards unscaled)."""
     Config = IQLConfig
+    policy_conditioning = 0            # extra policy inputs after the state (FamO2O's β embedding)
     DEFAULTS = {
         "antmaze": {"expectile": 0.9, "temperature": 10.0, "reward_transform": "antmaze"},
         "adroit": {"expectile": 0.7, "temperature": 0.5, "dropout": 0.1, "reward_transform": "none"},
@@ -49,7 +50,7 @@ class IQL(Agent):
     def __init__(self, spec, cfg: IQLConfig, seeds, device="cpu"):
         super().__init__(spec, cfg, seeds, device)
         O, A, init = spec.obs_dim, spec.act_dim, dict(init="orthogonal", gain=math.sqrt(2))
-        self.actor = GaussianActor(O, A, (seeds,), cfg.hidden, dropout=cfg.dropout, **init)
+        self.actor = GaussianActor(O + self.policy_conditioning, A, (seeds,), cfg.hidden, dropout=cfg.dropout, **init)
         self.critic = Critic(O, A, (seeds, 2), cfg.hidden, **init)
         self.value = ValueNet(O, (seeds,), cfg.hidden, **init)
         self.critic_target = target(self.critic)

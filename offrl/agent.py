@@ -212,6 +212,13 @@ class Agent(nn.Module):
         """Actions [S, E, A] in [-1, 1] for raw observations [S, E, O]."""
         raise NotImplementedError
 
+    def diagnostics(self, obs: Tensor) -> dict[str, Tensor]:
+        """Distributions to watch over training: given raw probe observations [S, K, O] (the same K dataset
+        states at every evaluation), {name: values [S, K]}. The trainer calls it at each evaluation (only
+        when overridden) and writes a per-seed summary and histogram into that evaluation's record
+        (metrics.jsonl, TensorBoard histograms) and the last one into final.json's `diagnostics`."""
+        return {}
+
     def begin_episodes(self, obs: Tensor, starting: Tensor) -> None:
         """Called with observations [S, E, O] whenever episodes start; `starting` [S, E] bool marks the
         envs that were reset. History-dependent agents initialise `episode_state` here."""

@@ -38,22 +38,42 @@ class Scores:
         return cls(d["return"], d["normalized"])
 
 
+HIST_BINS = 20
+
+
+def summarize_distribution(values: np.ndarray) -> dict[str, Any]:
+    """A per-seed summary of values [S, K] (e.g. an agent's choice at K probe states): mean, std, min,
+    q10, q50, q90, max [S], and a histogram over the common range (edges [HIST_BINS + 1], counts [S][HIST_BINS])."""
+    v = np.asarray(values, np.float64)
+    lo, hi = float(v.min()), float(v.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, HIST_BINS + 1)
+    q = np.quantile(v, [0.1, 0.5, 0.9], axis=1)
+    out = {"mean": v.mean(1), "std": v.std(1), "min": v.min(1), "q10": q[0], "q50": q[1], "q90": q[2], "max": v.max(1)}
+    return {**{k: x.tolist() for k, x in out.items()}, "hist_edges": edges.tolist(),
+            "hist_counts": [np.histogram(row, edges)[0].tolist() for row in v]}
+
+
 @dataclass
 class Evaluation(Scores):
     """One evaluation: the step (offline + online) and phase it ran at, per-seed means, and every
-    episode's return [S][episodes]; `snapshot` is the networks' file when the run keeps snapshots."""
+    episode's return [S][episodes]; `snapshot` is the networks' file when the run keeps snapshots;
+    `diagnostics` the agent's distributions at the probe states ({name: `summarize_distribution`})."""
     step: int = 0
     phase: str = "offline"
     episode_returns: list[list[float]] = field(default_factory=list)
     snapshot: str | None = None
+    diagnostics: dict[str, dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {"step": self.step, "phase": self.phase, **super().to_json(), "episode_returns": self.episode_returns}
-        return d if self.snapshot is None else {**d, "snapshot": self.snapshot}
+        if self.snapshot is not None:
+            d["snapshot"] = self.snapshot
+        return d if self.diagnostics is None else {**d, "diagnostics": self.diagnostics}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Evaluation":
-        return cls(d["return"], d["normalized"], d["step"], d["phase"], d["episode_returns"], d.get("snapshot"))
+        return cls(d["return"], d["normalized"], d["step"], d["phase"], d["episode_returns"], d.get("snapshot"),
+                   d.get("diagnostics"))
 
 
 @dataclass
@@ -102,6 +122,7 @@ class RunRecord:
     evaluations: list[Evaluation] = field(default_factory=list)
     wall_seconds: float | None = None           # training wall time over all sessions (each up to its last
                                                 # checkpoint, the last one to the end); None in older runs
+    diagnostics: dict[str, dict[str, Any]] | None = None   # the agent's distributions at the last evaluation
 
     @property
     def run_seconds(self) -> float:
@@ -136,6 +157,8 @@ class RunRecord:
             out["final_episode_returns"] = self.final_episode_returns
         if self.risk is not None:
             out["risk"] = self.risk.to_json()
+        if self.diagnostics is not None:
+            out["diagnostics"] = self.diagnostics
         return out
 
     @classmethod
@@ -145,7 +168,7 @@ class RunRecord:
                    d["ref_min_score"], d["ref_max_score"], d["ref_source"], d["wall_seconds_last_session"],
                    block("final"), block("best"), block("offline_final"), d.get("final_episode_returns"),
                    Risk.from_json(d["risk"]) if "risk" in d else None, label or d["agent"], evaluations or [],
-                   d.get("wall_seconds"))
+                   d.get("wall_seconds"), d.get("diagnostics"))
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunRecord":

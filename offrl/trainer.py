@@ -27,7 +27,7 @@ from offrl.risk import risk_metrics
 from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
 from offrl.fields import check_fields
-from offrl.record import Evaluation, Risk, RunRecord, Scores
+from offrl.record import Evaluation, Risk, RunRecord, Scores, summarize_distribution
 from offrl.runconfig import RUN_FLAGS, RunConfig
 from offrl.utils import (DirectoryLock, atomic_write, auto_threads, check_device, check_writable_dir, closest,
                          remove_stale_temps, write_json)
@@ -365,6 +365,14 @@ class Trainer:
             if isinstance(v, list) and v and isinstance(v[0], (int, float)):
                 for s, x in enumerate(v):
                     self.tb.add_scalar(f"{record['kind']}/{name}/seed{s}", x, record["step"])
+        for name, d in (record.get("diagnostics") or {}).items():     # an agent's distributions (Agent.diagnostics)
+            edges = d["hist_edges"]
+            for s, counts in enumerate(d["hist_counts"]):
+                mean, std, n = d["mean"][s], d["std"][s], sum(counts)
+                self.tb.add_histogram_raw(f"diagnostics/{name}/seed{s}", d["min"][s], d["max"][s], n, mean * n,
+                                          (std ** 2 + mean ** 2) * n, edges[1:], counts, record["step"])
+                for stat in ("mean", "q10", "q50", "q90"):
+                    self.tb.add_scalar(f"diagnostics/{name}_{stat}/seed{s}", d[stat][s], record["step"])
 
     def _log(self, kind: str, values: dict[str, Any]) -> None:
         step = self._global_step()
@@ -410,7 +418,7 @@ class Trainer:
         mean = returns.mean(1)
         norm = self._normalized(mean)
         record = Evaluation(mean.tolist(), None if norm is None else norm.tolist(), self._global_step(), phase,
-                            returns.tolist(), self._save_snapshot() if self.run.snapshots else None)
+                            returns.tolist(), self._save_snapshot() if self.run.snapshots else None, self._diagnostics())
         self.evals.append(record)
         self._log("eval", {k: v for k, v in record.to_json().items() if k not in ("step", "phase")})
         shown = f"{'score' if norm is not None else 'return'} {(norm if norm is not None else mean).mean():.1f}"
@@ -568,6 +576,20 @@ class Trainer:
             collector.close()
             self._collector = None
 
+    PROBE_STATES = 1024
+
+    def _diagnostics(self) -> dict[str, dict[str, Any]] | None:
+        """The agent's `diagnostics` at K probe states (evenly spaced dataset rows, the same at every
+        evaluation), summarised per seed; None for agents without any (nothing is computed or drawn)."""
+        if type(self.agent).diagnostics is Agent.diagnostics or self.dataset is None:
+            return None
+        obs = self.dataset.observations
+        rows = np.linspace(0, len(obs) - 1, min(self.PROBE_STATES, len(obs))).round().astype(int)
+        probe = torch.as_tensor(obs[rows], dtype=torch.float32, device=self.device).expand(self.run.seeds, -1, -1)
+        with torch.no_grad():
+            values = self.agent.diagnostics(probe)
+        return {name: summarize_distribution(v.float().cpu().numpy()) for name, v in values.items()} or None
+
     def _final(self, wall: float) -> RunRecord:
         run = self.run
         out = RunRecord(run.agent, run.dataset, self.env_id, run.seeds, run.eval_episodes, run.steps, run.online_steps,
@@ -583,6 +605,7 @@ class Trainer:
         if run.online_steps > 0 and offline:
             out.offline_final = pack(np.array(offline[-1].returns))
         out.final_episode_returns = self.evals[-1].episode_returns
+        out.diagnostics = self.evals[-1].diagnostics
         out.risk = Risk([risk_metrics(np.array(r), thresholds=run.risk_thresholds) for r in out.final_episode_returns],
                         run.eval_episodes)
         if run.eval_episodes < 100:
