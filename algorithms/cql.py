@@ -39,6 +39,7 @@ class CQLConfig(AgentConfig):
     autotune_alpha: bool = True        # learn α towards target entropy −|A|
     hidden: Sizes = (256, 256, 256)    # policy and critic MLPs (CORL: 3×256)
     critic_layers: Count = 0           # > 0: the critics get this many hidden layers of width hidden[-1] (antmaze: 5)
+    critic_layernorm: bool = False     # LayerNorm (ε 1e-6) after each hidden layer of the critics, before the ReLU
     log_std_offset: float = -1.0       # the policy's learned log σ affine starts at 1·raw − 1 (CORL)
 
 
@@ -53,6 +54,7 @@ class CQL(Agent):
     override 1 and 0); we leave locomotion rewards raw, as its halfcheetah and walker2d configs do.
     `bc_steps` (0 in every CORL config) is not implemented."""
     Config = CQLConfig
+    policy_conditioning = 0            # extra policy inputs after the state (FamO2O's β embedding)
     DEFAULTS = {
         "antmaze": {"cql_alpha": 5.0, "cql_lagrange": True, "cql_target_action_gap": 0.8,
                     "cql_max_target_backup": True, "cql_clip_diff_min": -200.0, "policy_lr": 1e-4,
@@ -63,10 +65,11 @@ class CQL(Agent):
         super().__init__(spec, cfg, seeds, device)
         O, A = spec.obs_dim, spec.act_dim
         critic_hidden = (cfg.hidden[-1],) * cfg.critic_layers if cfg.critic_layers else cfg.hidden
-        self.actor = TanhGaussianActor(O, A, (seeds,), cfg.hidden, log_std_offset=cfg.log_std_offset,
-                                       last_init="xavier", last_gain=1e-2)
+        self.actor = TanhGaussianActor(O + self.policy_conditioning, A, (seeds,), cfg.hidden,
+                                       log_std_offset=cfg.log_std_offset, last_init="xavier", last_gain=1e-2)
+        ln = dict(layernorm=True, ln_eps=1e-6) if cfg.critic_layernorm else {}
         self.critic = Critic(O, A, (seeds, 2), critic_hidden, init="orthogonal", gain=math.sqrt(2),
-                             last_gain=1e-2)
+                             last_gain=1e-2, **ln)
         self.critic_target = target(self.critic)
         self.log_alpha = nn.Parameter(torch.zeros(seeds))                 # SAC temperature, α = e^0 = 1
         self.log_alpha_prime = nn.Parameter(torch.ones(seeds))            # Lagrange multiplier, α' = e^1

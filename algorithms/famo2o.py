@@ -1,7 +1,8 @@
 """FamO2O (Wang, Yang, Shi, Huang, Song & Huang, NeurIPS 2023): a universal policy π_u(a | s, β) trained for
 a continuum of improvement/constraint balances β at once (β drawn per sample offline), and a balance
 model π_b(β | s) that picks, per state, the member of that family whose action the critic values most
-(online). Bases: IQL (`famo2o_iql`, the official code's), AWAC (`famo2o_awac`, reconstructed)."""
+(online). Bases: IQL (`famo2o_iql`) and CQL (`famo2o_cql`), the official code's; AWAC (`famo2o_awac`),
+reconstructed."""
 from __future__ import annotations
 
 import math
@@ -13,9 +14,10 @@ from torch import nn
 
 from offrl import OffrlError
 from offrl.agent import register
-from offrl.fields import AtLeastOne, Positive
-from offrl.nets import MLP, per_seed_mean, soft_update
+from offrl.fields import AtLeastOne, NonNegative, Positive
+from offrl.nets import MLP, TanhGaussianActor, per_seed_mean, soft_update
 from offrl.algorithms.awac import AWAC, AWACConfig
+from offrl.algorithms.cql import CQL, CQLConfig, repeat_rows
 from offrl.algorithms.iql import IQL, IQLConfig, expectile_loss
 
 EMBED_DIM, EMBED_BASE = 6, 10_000.0
@@ -214,3 +216,108 @@ class FamO2OAWAC(FamO2O, AWAC):
         self.num_updates += 1
         return {**metrics, "critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "q": q.detach().mean((1, 2)), "adv": (q_data - q_pi).mean(1), "awr_beta": beta.mean(1)}
+
+
+class TanhGaussianBalance(TanhGaussianActor):
+    """The CQL variant's balance model: CQL's policy head with one output (state-dependent log σ with a
+    learned scale and offset); forward(obs) → (u [S, B], log π_b(u|s) [S, B])."""
+
+    def forward(self, obs, deterministic=False):
+        u, log_prob = super().forward(obs, deterministic)
+        return u[..., 0], log_prob
+
+
+@dataclass
+class FamO2OCQLConfig(FamO2OFields, CQLConfig):
+    beta_low: float = 0.5              # β scales the Q term of the SAC actor loss: [0.5, 1.5] (the code's config)
+    beta_high: float = 1.5
+    balance_every: AtLeastOne = 1      # the code steps the balance model every update
+    code_beta_map: bool = False        # the released code's online map β = u·(β_hi − β_lo) + β_lo ∈ (−0.5, 1.5): a bug, off
+    cql_alpha: NonNegative = 1.0       # the FamO2O config's CQL weight (its own CQL baseline: 5)
+    critic_layernorm: bool = True      # the FamO2O config's critics (its CQL baseline has none)
+    policy_lr: Positive = 3e-4         # Adam 3e-4 for every network (the code's config)
+    normalize_obs: bool = False        # the code does not standardise states
+
+
+@register("famo2o_cql")
+class FamO2OCQL(FamO2O, CQL):
+    """FamO2O on CQL, offline and offline-to-online. Faithfulness: the official jax_cql code: the universal
+    policy is CQL's tanh-Gaussian (learned log-σ scale and offset) on [s, e(β)], trained on α·log π_u(ã|s, β)
+    − β·min Q(s, ã) (β scales the Q term); the balance model is the same head with one output, trained on
+    −min Q(s, π_u(s, β_b(s))) with the online critics and no entropy term; the critics' next actions and the
+    conservative term's policy samples are conditioned on the balance β of the current state s, in both
+    phases (§1.9 item 4, kept); CQL(H) with importance sampling, weight 1, LayerNorm critics, no Lagrange,
+    no max backup, no entropy backup; Adam 3e-4 everywhere; raw states and rewards. The losses are built
+    in the order balance → policy → α → critics, each on networks no earlier step has changed, which is the
+    code's joint step. Deviation (default, §1.9 item 3): online β uses the IQL code's map into [β_lo, β_hi];
+    `code_beta_map=true` restores the released code's u·(β_hi − β_lo) + β_lo. Inits are CORL's CQL ones
+    (orthogonal critics; the policy's Glorot last layer), not Flax's LeCun-normal."""
+    Config = FamO2OCQLConfig
+    DEFAULTS = {}
+
+    def build_balance(self, spec, seeds):
+        cfg = self.cfg
+        if not cfg.beta_low < cfg.beta_high:
+            raise OffrlError(f"{self.name}: beta_low ({cfg.beta_low}) must be below beta_high ({cfg.beta_high})")
+        self.balance = TanhGaussianBalance(spec.obs_dim, 1, (seeds,), cfg.hidden, log_std_offset=cfg.log_std_offset,
+                                           last_init="xavier", last_gain=1e-2)
+        self.optimizer("balance", self.balance.parameters(), cfg.balance_lr)
+
+    def __init__(self, spec, cfg: FamO2OCQLConfig, seeds, device="cpu"):
+        super().__init__(spec, cfg, seeds, device)
+        self.build_balance(spec, seeds)
+        self.to(self.device)
+
+    @torch.compiler.disable     # eager under --compile: its draw keeps its place among the graphs' draws
+    def balance_sample(self, obs):
+        """A reparameterised balance sample u [S, B] for the balance step."""
+        return self.balance(obs)[0]
+
+    def to_beta(self, u):
+        cfg = self.cfg
+        return u * (cfg.beta_high - cfg.beta_low) + cfg.beta_low if cfg.code_beta_map else super().to_beta(u)
+
+    def update(self, b):
+        cfg, b = self.cfg, self.preprocess(b)
+        S, B, A = b.action.shape
+        beta = self.awr_beta(b)                                                       # [S, B], pre-update balance
+        n = cfg.cql_n_actions
+        with torch.no_grad():                                                         # balance β of s: for a' and the samples
+            state_beta = self.to_beta(self.balance(b.obs)[0])
+            next_a, _ = self.actor(self.conditioned(b.next_obs, state_beta))
+            y = b.reward + cfg.gamma * b.not_done * self.critic_target(b.next_obs, next_a).min(1).values
+            beta_n = repeat_rows(state_beta[..., None], n)[..., 0]
+            obs_n = repeat_rows(b.obs, n)
+            cur_a, cur_logp = self.actor(self.conditioned(obs_n, beta_n))
+            nxt_a, nxt_logp = self.actor(self.conditioned(repeat_rows(b.next_obs, n), beta_n))
+            samples = (2.0 * torch.rand_like(repeat_rows(b.action, n)) - 1.0, cur_a, cur_logp, nxt_a, nxt_logp, obs_n)
+        metrics = {}
+        if self.num_updates % cfg.balance_every == 0:                                 # 1. balance model, online critics
+            u = self.balance_sample(b.obs)
+            a_b, _ = self.actor(self.conditioned(b.obs, self.to_beta(u)))
+            balance_loss = per_seed_mean(-self.critic(b.obs, a_b).min(1).values)
+            self.minimize("balance", balance_loss)
+            metrics.update(balance_loss=balance_loss.detach(), balance_beta=self.to_beta(u).detach().mean(1))
+        a, logp = self.actor(self.conditioned(b.obs, beta))                           # 2. universal policy
+        alpha = self.log_alpha.detach().exp()[:, None] * cfg.alpha_multiplier
+        actor_loss = per_seed_mean(alpha * logp - beta * self.critic(b.obs, a).min(1).values)
+        self.minimize("actor", actor_loss)
+        alpha_loss = -self.log_alpha * (logp.detach() + self.target_entropy).mean(1)  # 3. SAC temperature
+        self.minimize("alpha", alpha_loss)
+        q = self.critic(b.obs, b.action)                                              # 4. critics: TD + CQL(H)
+        td_loss = ((q - y[:, None]) ** 2).mean(-1).sum(1)
+        gap, _ = self.conservative_gap(b, q, samples)
+        gap = gap.mean(-1)
+        critic_loss = td_loss + (self.cql_alpha * gap).sum(1)
+        self.minimize("critic", critic_loss)
+        soft_update(self.critic_target, self.critic, cfg.tau)
+        self.num_updates += 1
+        return {**metrics, "actor_loss": actor_loss.detach(), "alpha": alpha[:, 0], "alpha_loss": alpha_loss.detach(),
+                "entropy": -logp.detach().mean(1), "critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(),
+                "cql_gap": gap.detach().mean(1), "q": q.detach().mean((1, 2)), "awr_beta": beta.mean(1)}
+
+    @torch.no_grad()
+    def act(self, obs, deterministic=True):
+        obs = self.normalize(obs)
+        beta = self.to_beta(self.balance(obs, deterministic=True)[0])
+        return self.actor(self.conditioned(obs, beta), deterministic)[0]

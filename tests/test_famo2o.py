@@ -40,7 +40,8 @@ def test_embedding_values_for_known_betas():
 
 
 @pytest.mark.parametrize("name,domain,lo,hi", [("famo2o_iql", "locomotion", 1.0, 5.0), ("famo2o_iql", "antmaze", 8.0, 14.0),
-                                               ("famo2o_awac", "locomotion", 1.0, 5.0), ("famo2o_awac", "antmaze", 8.0, 14.0)])
+                                               ("famo2o_awac", "locomotion", 1.0, 5.0), ("famo2o_awac", "antmaze", 8.0, 14.0),
+                                               ("famo2o_cql", "locomotion", 0.5, 1.5)])
 def test_beta_stays_inside_its_interval(name, domain, lo, hi):
     agent = _agent(name, domain)
     assert (agent.cfg.beta_low, agent.cfg.beta_high) == (lo, hi)
@@ -92,7 +93,36 @@ def test_awr_weights_are_clipped_at_100():
     torch.testing.assert_close(m["actor_loss"], expected)
 
 
-@pytest.mark.parametrize("name", ["famo2o_iql", "famo2o_awac"])
+def test_the_cql_variant_fixes_the_codes_online_beta_map_behind_a_flag():
+    fixed, code = _agent("famo2o_cql"), _agent("famo2o_cql", code_beta_map="true")
+    u = torch.tensor([-0.999, 0.0, 0.999])
+    torch.testing.assert_close(fixed.to_beta(u), torch.tensor([0.5005, 1.0, 1.4995]))
+    torch.testing.assert_close(code.to_beta(u), torch.tensor([-0.499, 0.5, 1.499]))      # leaves [0.5, 1.5], goes negative
+    assert (fixed.cfg.cql_alpha, fixed.cfg.critic_layernorm) == (1.0, True)             # the FamO2O config, not CQL's
+
+
+def test_the_cql_variants_policy_loss_scales_q_by_beta():
+    """α·log π_u(ã|s, β) − β·min Q(s, ã), ã ~ π_u(·|s, e(β)): the loss the update minimises, by hand."""
+    agent, b = _agent("famo2o_cql"), _batch()
+    nb, beta = agent.preprocess(b), torch.tensor([[0.6, 1.4] * 4, [1.0, 0.5] * 4])
+    agent.awr_beta = lambda _: beta                                              # this update's β, fixed
+    real_actor, calls, seen = agent.actor.forward, [], {}
+
+    def actor(x, deterministic=False):     # calls: a', π(s) and π(s') samples, the balance step's, the policy step's
+        calls.append(1)
+        if len(calls) == 5:
+            torch.manual_seed(11)
+            with torch.no_grad():          # the policy step's sample and the loss by hand, on the same noise
+                a, logp = real_actor(x)
+                seen["expected"] = (agent.log_alpha.exp()[:, None] * logp - beta * agent.critic(nb.obs, a).min(1).values).mean(1)
+            torch.manual_seed(11)
+        return real_actor(x, deterministic)
+    agent.actor.forward = actor
+    m = agent.update(b)
+    torch.testing.assert_close(m["actor_loss"], seen["expected"])
+
+
+@pytest.mark.parametrize("name", ["famo2o_iql", "famo2o_awac", "famo2o_cql"])
 def test_the_balance_model_moves_only_in_its_own_step_and_does_not_move_the_policy(name):
     agent, b = _agent(name, balance_every="2"), _batch()
     steps = []

@@ -80,12 +80,16 @@ def test_hybrid_ac_offline_to_online_keeps_its_policy_through_switches_and_reset
     assert trainer.agent.switch_count.tolist() == [4, 4]
 
 
-@pytest.mark.parametrize("agent", ["famo2o_iql", pytest.param("famo2o_awac", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("agent", ["famo2o_iql", pytest.param("famo2o_awac", marks=pytest.mark.slow),
+                                   pytest.param("famo2o_cql", marks=pytest.mark.slow)])
 def test_famo2o_offline_to_online(agent, pendulum_dataset, tmp_path):
     """A universal policy trained on random β offline, then fine-tuned with the balance model's β."""
+    extra = {"gamma": "0.9", "batch_size": "128", "cql_n_actions": "4"} if agent == "famo2o_cql" else {}
     run = RunConfig(agent=agent, dataset="pendulum", seeds=2, steps=1500, online_steps=1000, eval_every=0,
-                    eval_episodes=5, log_every=500, agent_config={"hidden": "64,64"})
-    result = Trainer(run, tmp_path / "o2o", progress=False, dataset=pendulum_dataset).train()
+                    eval_episodes=5, log_every=500, agent_config={"hidden": "64,64", **extra})
+    trainer = Trainer(run, tmp_path / "o2o", progress=False, dataset=pendulum_dataset)
+    result = trainer.train()
     assert np.mean(result["offline_final"]["return"]) >= THRESHOLD
     assert np.mean(result["final"]["return"]) >= THRESHOLD
-    assert all(1.0 <= b <= 5.0 for b in result["diagnostics"]["beta"]["q50"])
+    lo, hi = trainer.agent.cfg.beta_low, trainer.agent.cfg.beta_high
+    assert all(lo <= b <= hi for b in result["diagnostics"]["beta"]["q50"])
