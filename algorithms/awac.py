@@ -72,6 +72,10 @@ class AWAC(Agent):
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "q": q.detach().mean((1, 2)), "adv": (q_data - q_pi).mean(1)}
 
+    def action_log_likelihood(self, obs, action):
+        """log π(a|s) [S, B] of the Gaussian policy (its mean and σ before the action clip)."""
+        return self.actor.log_prob(self.normalize(obs), action)
+
     @torch.no_grad()
     def act(self, obs, deterministic=True):
         return self.actor.sample(self.normalize(obs), deterministic)

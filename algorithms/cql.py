@@ -168,6 +168,10 @@ class CQL(Agent):
         return {**metrics, **gap_metrics, "critic_loss": critic_loss.detach(), "td_loss": td_loss.detach(),
                 "cql_gap": gap.detach().mean(1), "q": q.detach().mean((1, 2))}
 
+    def action_log_likelihood(self, obs, action):
+        """log π(a|s) [S, B] of the tanh-Gaussian policy (actions clipped to ±0.999 before atanh)."""
+        return self.actor.log_prob(self.normalize(obs), action)
+
     @torch.no_grad()
     def act(self, obs, deterministic=True):
         return self.actor(self.normalize(obs), deterministic)[0]

@@ -114,6 +114,12 @@ class FamO2O:
         beta = self.to_beta(self.balance(obs, deterministic=True)[0])                # the balance model's mean
         return self.actor.sample(self.conditioned(obs, beta), deterministic)
 
+    def action_log_likelihood(self, obs, action):
+        """log π_u(a | s, β) [S, B] at the balance model's β for s (its mean): the policy the agent acts with."""
+        obs = self.normalize(obs)
+        beta = self.to_beta(self.balance(obs, deterministic=True)[0])
+        return self.actor.log_prob(self.conditioned(obs, beta), action)
+
     def diagnostics(self, obs):
         """β the balance model chooses (its mean) at each probe state [S, K]."""
         return {"beta": self.to_beta(self.balance(self.normalize(obs), deterministic=True)[0])}

@@ -70,6 +70,10 @@ class SAC(Agent):
         self.num_updates += 1
         return metrics
 
+    def action_log_likelihood(self, obs, action):
+        """log π(a|s) [S, B] of the tanh-Gaussian policy (actions clipped to ±0.999 before atanh)."""
+        return self.actor.log_prob(self.normalize(obs), action)
+
     @torch.no_grad()
     def act(self, obs, deterministic=True):
         return self.actor(self.normalize(obs), deterministic)[0]

@@ -84,6 +84,10 @@ class SACN(Agent):
                 "alpha_loss": alpha_loss.detach(), "alpha": alpha[:, 0], "entropy": -logp.detach().mean(1),
                 "q": q.detach().mean((1, 2)), "q_policy_std": q_pi.detach().std(1).mean(1)}
 
+    def action_log_likelihood(self, obs, action):
+        """log π(a|s) [S, B] of the tanh-Gaussian policy (actions clipped to ±0.999 before atanh)."""
+        return self.actor.log_prob(self.normalize(obs), action)
+
     @torch.no_grad()
     def act(self, obs, deterministic=True):
         return self.actor(self.normalize(obs), deterministic)[0]

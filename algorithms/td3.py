@@ -77,6 +77,10 @@ class TD3(Agent):
         self.num_updates += 1
         return metrics
 
+    def action_log_likelihood(self, obs, action):
+        """The deterministic actor's surrogate: log N(a; π(s), I) up to a constant = −½‖a − π(s)‖² [S, B]."""
+        return -0.5 * ((action - self.actor(self.normalize(obs))) ** 2).sum(-1)
+
     @torch.no_grad()
     def act(self, obs, deterministic=True):
         a = self.actor(self.normalize(obs))

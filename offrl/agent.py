@@ -212,6 +212,14 @@ class Agent(nn.Module):
         """Actions [S, E, A] in [-1, 1] for raw observations [S, E, O]."""
         raise NotImplementedError
 
+    def action_log_likelihood(self, obs: Tensor, action: Tensor) -> Tensor:
+        """log π(a | s) [S, B] for raw observations [S, B, O] and actions [S, B, A] in [-1, 1], differentiable
+        in the action (policy-guided diffusion's guidance). Deterministic actors return the stated surrogate
+        log N(a; μ(s), I) up to a constant. Agents without one raise."""
+        raise OffrlError(f"agent {self.name!r} has no policy log-likelihood, which policy guidance needs: give "
+                         "its class an `action_log_likelihood(obs, action)` (stochastic actors: log π(a|s); "
+                         "deterministic actors: the surrogate −½‖a − μ(s)‖²), or guide with another agent")
+
     def diagnostics(self, obs: Tensor) -> dict[str, Tensor]:
         """Distributions to watch over training: given raw probe observations [S, K, O] (the same K dataset
         states at every evaluation), {name: values [S, K]}. The trainer calls it at each evaluation (only

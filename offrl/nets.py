@@ -233,6 +233,17 @@ class TanhGaussianActor(nn.Module):
         log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
         return torch.tanh(u), log_prob
 
+    def log_prob(self, obs: Tensor, action: Tensor, clip: float = 0.999) -> Tensor:
+        """log π(a|s) [S, B] of given actions in [-1, 1] (clipped to ±clip before atanh)."""
+        mean, log_std = self.net(obs).split(self.act_dim, -1)
+        if self.affine:
+            log_std = self.log_std_scale * log_std + self.log_std_shift
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        a = action.clamp(-clip, clip)
+        u = torch.atanh(a)
+        z = (u - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi) - torch.log1p(-a.pow(2))).sum(-1)
+
 
 class GaussianActor(nn.Module):
     """IQL's policy: N(tanh(MLP(s)), exp(log σ)) with a state-independent log σ (init 0) clipped to
