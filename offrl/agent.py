@@ -296,12 +296,13 @@ _loaded = False
 
 
 def load_builtins() -> None:
-    """Import the built-in agents and the `offrl.agents` entry points (once)."""
+    """Import the built-in agents and sources and the `offrl.agents` entry points (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     import offrl.algorithms  # noqa: F401  (registers the built-ins)
+    import offrl.diffusion.pgd  # noqa: F401  (registers the built-in buffer source `pgd`)
     for ep in importlib.metadata.entry_points(group="offrl.agents"):
         try:
             ep.load()

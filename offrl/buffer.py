@@ -351,7 +351,7 @@ class Buffer:
                  mixing: Mixing | None = None, seed: int = 0, columns: Sequence[str | Column | NStep] = (),
                  gamma: float = 0.99):
         self.device = torch.device(device)
-        self.seeds = seeds
+        self.seeds, self.dataset = seeds, dataset       # the dataset: for sources built from it (e.g. pgd)
         self.mixing = mixing or Mixing()
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)

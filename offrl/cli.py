@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
-from offrl.runconfig import RUN_FLAGS, RunConfig
+from offrl.runconfig import RUN_FLAGS, RunConfig, parse_source
 from offrl.envs import LEVELS
 from offrl.utils import slug
 
@@ -41,6 +41,7 @@ def _train(args: argparse.Namespace) -> int:
         run.risk_thresholds = list(args.risk_threshold)
     run.plugins = list(run.plugins) + [str(Path(p).resolve()) for p in args.plugin]
     run.agent_config = {**run.agent_config, **parse_overrides(args.set)}
+    run.sources = {**run.sources, **dict(parse_source(s) for s in args.source)}
     out = args.out or Path("runs") / "train" / f"{run.agent}-{slug(Path(run.dataset).stem if str(run.dataset).endswith('.hdf5') else run.dataset or run.env or 'online')}-seed{run.seed}"
     lines = args.no_progress or not sys.stdout.isatty()       # no bar to watch: a line per evaluation instead
     trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None,
@@ -232,6 +233,32 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pgd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from offrl.data import load_dataset
+    from offrl.diffusion import EDMConfig
+    from offrl.diffusion.pgd import train_diffusion
+
+    cfg = EDMConfig(features=args.features, n_blocks=args.blocks, length=args.length, stride=args.stride,
+                    train_steps=args.steps, batch_size=args.batch)
+    cfg.check()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from offrl.evaluate import fit_to_env
+
+    ds = load_dataset(args.dataset, download=args.download, env_id=args.env)
+    env_id = args.env or ds.env_id
+    if env_id:                          # the data in the units the agents will see (actions in [-1, 1])
+        ds = fit_to_env(ds, env_id)
+    out = args.out or Path("runs") / "pgd" / slug(args.dataset)
+    model = train_diffusion(ds, out, cfg, seed=args.seed, device=args.device, resume=args.resume,
+                            checkpoint_every=args.checkpoint_every, log=lambda line: print(line, flush=True))
+    print(f"diffusion model: {Path(out) / 'diffusion.pt'} ({sum(p.numel() for p in model.net.parameters()) / 1e6:.2f}M "
+          f"parameters, {model.step} steps, {len(model.windows.train)} training windows)")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from offrl.bench.report import build_report, collect
 
@@ -285,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download a missing Minari dataset")
     t.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent config override")
+    t.add_argument("--source", action="append", default=[], metavar="NAME:KEY=VALUE,…",
+                   help="a further buffer source, e.g. pgd:model=runs/pgd/hopper,coef=0.1,every=10000")
     t.add_argument("--out", help="run directory (default runs/train/<agent>-<dataset>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--config", help="rerun from a run directory's config.json")
@@ -364,6 +393,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--wall-time", action="store_true", help="add each agent's run wall times (a Compute table)")
     r.add_argument("--notes", metavar="FILE", help="a Markdown file placed under '## Notes' in the report")
     r.set_defaults(func=_report)
+
+    pg = sub.add_parser("pgd", help="policy-guided diffusion: train a trajectory model for the `pgd` source")
+    pgsub = pg.add_subparsers(dest="pgd_command", required=True)
+    pt = pgsub.add_parser("train", help="train (or --resume) the diffusion model of a dataset")
+    pt.add_argument("--dataset", required=True, help="Minari id, folder or D4RL .hdf5 file")
+    pt.add_argument("--out", help="model folder (default runs/pgd/<dataset>)")
+    pt.add_argument("--env", help="Gymnasium env id (default: the dataset's), for the action units runs use")
+    pt.add_argument("--steps", type=int, default=20_000, help="EDM gradient steps")
+    pt.add_argument("--features", type=int, default=64, help="U-Net width (official 1024; 64–128 on a CPU)")
+    pt.add_argument("--blocks", type=int, default=3, help="U-Net levels")
+    pt.add_argument("--length", type=int, default=32, help="training window (timesteps)")
+    pt.add_argument("--stride", type=int, default=8, help="window start every k steps")
+    pt.add_argument("--batch", type=int, default=32, help="windows per step")
+    pt.add_argument("--seed", type=int, default=0, help="random seed")
+    pt.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    pt.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    pt.add_argument("--checkpoint-every", type=int, default=1000, help="write diffusion.pt every k steps")
+    pt.add_argument("--resume", action="store_true", help="continue the model in --out")
+    pt.add_argument("--download", action="store_true", help="download a missing Minari dataset")
+    pt.set_defaults(func=_pgd_train)
 
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",
                          description="updates/s per agent and seed count (d3rlpy side by side when installed)")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from offrl import OffrlError
+
+if TYPE_CHECKING:
+    from offrl.data.dataset import Dataset
 
 
 class TimeFeature(gym.Wrapper):
@@ -86,6 +89,20 @@ def _mujoco_warning(message: str) -> None:
         warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
     except Exception:     # e.g. under -W error: an exception crossing MuJoCo's C frames aborts the process
         print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+
+def fit_to_env(dataset: Dataset, env_id: str) -> Dataset:
+    """The dataset in the units agents see: actions mapped from the env's own bounds to [-1, 1] (and its
+    observations checked against the env's), as every run and every model trained for one uses it."""
+    import dataclasses
+
+    probe = make_env(env_id)
+    try:
+        raw = probe.unwrapped              # the env's own action units, before offrl's rescaling
+        return dataclasses.replace(dataset.fit_to_env(raw.observation_space, raw.action_space),
+                                   env_id=dataset.env_id or env_id)
+    finally:
+        probe.close()
 
 
 def make_env(env_id: str, time_feature: bool = False) -> gym.Env:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,3 +52,29 @@ class RunConfig:
         if unknown:
             raise OffrlError(f"unknown run setting {unknown[0]!r}{closest(unknown[0], names)}")
         return cls(**d)
+
+
+def parse_source(text: str) -> tuple[str, dict[str, Any]]:
+    """`NAME:key=value,key=value` (the `--source` flag) → (NAME, settings); values become int, float or
+    bool where they read as one, else stay strings."""
+    name, _, rest = text.partition(":")
+    if not name or not re.fullmatch(r"[A-Za-z_][\w-]*", name):
+        raise OffrlError(f"--source expects NAME:key=value,…, got {text!r}")
+    settings: dict[str, Any] = {}
+    for pair in filter(None, rest.split(",")):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise OffrlError(f"--source {name}: expected key=value, got {pair!r}")
+        settings[key.strip()] = _scalar(value.strip())
+    return name, settings
+
+
+def _scalar(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

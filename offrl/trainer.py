@@ -24,7 +24,7 @@ from offrl.buffer import SOURCES, Buffer
 from offrl.data import Dataset, load_dataset
 from offrl.envs import dataset_level, find_task
 from offrl.risk import risk_metrics
-from offrl.evaluate import EnvBatch, env_state, evaluate, make_env, restore_env_state, time_limit_of
+from offrl.evaluate import EnvBatch, env_state, evaluate, fit_to_env, make_env, restore_env_state, time_limit_of
 from offrl.fast import check_mode, update_step
 from offrl.fields import check_fields
 from offrl.record import Evaluation, Risk, RunRecord, Scores, summarize_distribution
@@ -98,16 +98,13 @@ def assemble(run: RunConfig, agent_cls: type[Agent], dataset: Dataset | None = N
     if needs_env and env_id is None:
         raise OffrlError(f"dataset {run.dataset} names no environment; pass --env ENV_ID "
                          "(or --eval-episodes 0 for an offline run without evaluation)")
-    probe = make_env(env_id) if env_id else None
-    if dataset is not None and probe is not None:
-        raw = probe.unwrapped              # the env's own action units, before offrl's rescaling
-        dataset = dataclasses.replace(dataset.fit_to_env(raw.observation_space, raw.action_space),
-                                      env_id=dataset.env_id or env_id)
+    if dataset is not None and env_id:
+        dataset = fit_to_env(dataset, env_id)
     if dataset is not None:
         obs_dim, act_dim = dataset.obs_dim, dataset.act_dim
     else:
+        probe = make_env(env_id)
         obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-    if probe is not None:
         probe.close()
     task = find_task(run.dataset or "") or find_task(env_id or "")
     domain = run.domain if run.domain != "auto" else (task.domain if task else "locomotion")

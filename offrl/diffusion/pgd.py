@@ -1,0 +1,112 @@
+"""Policy-guided diffusion as a data source any agent can use (reference §3.6).
+
+Train a trajectory diffusion model once per dataset (`offrl pgd train`, resumable; `diffusion.pt` in its
+folder), then give any agent's run a `pgd` source: `offrl train --agent td3_bc --source pgd:model=DIR,coef=0.1`.
+The source holds `capacity` synthetic transitions per seed, a `share` of every batch (official 240 of 256);
+it is filled before the first gradient step without guidance (there is no policy yet) and regenerated
+every `every` gradient steps with each seed's current policy guiding that seed's trajectories (coef = 0:
+unguided, the SynthER-like baseline)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from offrl import OffrlError
+from offrl.buffer import SyntheticSource, register_source
+from offrl.data.dataset import Dataset
+from offrl.diffusion.edm import Diffusion, EDMConfig
+from offrl.diffusion.windows import decode, make_windows
+from offrl.utils import atomic_write
+
+CHECKPOINT = "diffusion.pt"
+
+
+def train_diffusion(ds: Dataset, out: str | Path, cfg: EDMConfig, seed: int = 0, device: str = "cpu",
+                    resume: bool = False, checkpoint_every: int = 1000, log: Callable[[str], None] | None = None) -> Diffusion:
+    """Train (or, with `resume`, continue) the diffusion model of `ds` in folder `out`: `diffusion.pt` (the
+    model, its EMA, optimiser and RNG; written atomically every `checkpoint_every` steps and at the end) and
+    `log.jsonl` (training loss, validation loss of the EMA model)."""
+    out = Path(out)
+    path = out / CHECKPOINT
+    if path.exists() and not resume:
+        raise OffrlError(f"{path} exists; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    model = Diffusion(make_windows(ds, cfg.length, cfg.stride, seed=seed), cfg, seed, device)
+    if path.exists():
+        state = torch.load(path, weights_only=False, map_location=model.device)
+        if state["config"] != asdict(cfg):
+            changed = sorted(k for k in state["config"] if state["config"][k] != asdict(cfg).get(k))
+            raise OffrlError(f"{path} was trained with other settings ({', '.join(changed)}); resume with the same ones")
+        model.load_state_dict(state)
+    started, losses = time.time(), []
+    with open(out / "log.jsonl", "a") as f:
+        while model.step < cfg.train_steps:
+            losses.append(model.train_step())
+            if model.step % checkpoint_every == 0 or model.step == cfg.train_steps:
+                record = {"step": model.step, "loss": float(np.mean(losses)), "valid_loss": model.validation_loss(),
+                          "seconds": round(time.time() - started, 1)}
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                losses = []
+                atomic_write(path, lambda fh: torch.save(model.state_dict(), fh), binary=True)
+                if log:
+                    log(f"diffusion step {model.step}/{cfg.train_steps}: loss {record['loss']:.4f}, "
+                        f"validation {record['valid_loss']}")
+    return model
+
+
+def load_diffusion(model_dir: str | Path, ds: Dataset, device: str | torch.device = "cpu") -> Diffusion:
+    """The trained model in `model_dir` for dataset `ds` (refused when it was trained on other data)."""
+    path = Path(model_dir) / CHECKPOINT
+    if not path.is_file():
+        raise OffrlError(f"no diffusion model at {path}; train one with `offrl pgd train --dataset ... --out {model_dir}`")
+    state = torch.load(path, weights_only=False, map_location=device)
+    cfg = EDMConfig(**state["config"])
+    model = Diffusion(make_windows(ds, cfg.length, cfg.stride), cfg, device=device)
+    model.load_state_dict(state)
+    return model
+
+
+@register_source("pgd")
+def pgd_source(buffer, agent, model: str, share: float = 240 / 256, every: int = 10_000, capacity: int = 65_536,
+               coef: float = 0.0, cos_coef: float = 0.3, sample_steps: int = 0, length: int = 0,
+               seed: int = 0) -> SyntheticSource:
+    """The `pgd` source: `model` a folder trained by `offrl pgd train` on this run's dataset; `coef` the
+    guidance c (0: unguided); `sample_steps` the sampler's N (0: the model's 256); `length` the generated
+    trajectories' timesteps (0: the training window + 1; the official code generates 129)."""
+    ds = buffer.dataset
+    if ds is None:
+        raise OffrlError("the pgd source needs the run's offline dataset (its diffusion model is trained on it)")
+    diffusion = load_diffusion(model, ds, buffer.device)
+    L = length or diffusion.cfg.length + 1
+    longest = int(np.bincount(ds.episode).max())
+    if L > longest + 1:
+        raise OffrlError(f"pgd length {L} is longer than the dataset's episodes (longest {longest} steps); "
+                         f"use length <= {longest + 1}")
+    if coef < 0:
+        raise OffrlError(f"pgd coef (the guidance c) must be >= 0, got {coef}")
+    if coef > 0:                      # fail before any work when the agent cannot guide
+        probe = torch.zeros(agent.seeds, 1, ds.obs_dim, device=buffer.device)
+        agent.action_log_likelihood(probe, torch.zeros(agent.seeds, 1, ds.act_dim, device=buffer.device))
+    w = diffusion.windows
+
+    def generate(source: SyntheticSource, agent: Any, n: int) -> dict[str, torch.Tensor]:
+        per_traj = L - 1
+        guided = coef > 0 and source.refills > 0          # the first set: no policy yet
+        x = diffusion.sample(agent.seeds, math.ceil(n / per_traj), L, generator=source.generator,
+                             log_likelihood=agent.action_log_likelihood if guided else None,
+                             coef=coef if guided else 0.0, cos_coef=cos_coef, steps=sample_steps or None)
+        tr = decode(x.cpu().numpy(), w.normalizer, w.obs_dim, w.act_dim)      # [S, traj, L − 1, ...]
+        flat = {k: torch.as_tensor(v.reshape(agent.seeds, -1, *v.shape[3:])[:, :n], device=buffer.device)
+                for k, v in tr.items()}
+        return {"obs": flat["obs"], "action": flat["action"], "reward": flat["reward"], "next_obs": flat["next_obs"],
+                "not_done": 1.0 - flat["terminal"].float()}
+
+    return SyntheticSource(buffer, generate, share, every, capacity, seed=seed)
