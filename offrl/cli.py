@@ -259,6 +259,38 @@ def _pgd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pgd_dynamics(args: argparse.Namespace) -> int:
+    import torch
+
+    from offrl.data import load_dataset
+    from offrl.diffusion.pgd import dynamics_report
+    from offrl.evaluate import fit_to_env
+    from offrl.trainer import load_run_agent
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    agent = None
+    if args.policy:
+        agent, a = load_run_agent(args.policy)
+        ds, env_id = a.dataset, a.env_id
+    else:
+        if not args.dataset:
+            raise OffrlError("offrl pgd dynamics-error needs --policy RUN_DIR or --dataset ID")
+        ds = load_dataset(args.dataset)
+        env_id = args.env or ds.env_id
+        ds = fit_to_env(ds, env_id)
+    if args.coef > 0 and agent is None:
+        raise OffrlError("--coef > 0 guides with a policy: pass --policy RUN_DIR (a run of `offrl train`)")
+    report = dynamics_report(ds, env_id, args.model, agent, args.trajectories, args.coef, args.sample_steps,
+                             args.length, args.world_model_steps if agent is not None else 0, args.seed,
+                             log=lambda line: print(line, flush=True))
+    text = json.dumps(report, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from offrl.bench.report import build_report, collect
 
@@ -413,6 +445,20 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--resume", action="store_true", help="continue the model in --out")
     pt.add_argument("--download", action="store_true", help="download a missing Minari dataset")
     pt.set_defaults(func=_pgd_train)
+    pd = pgsub.add_parser("dynamics-error", help="dynamics error by horizon of real, unguided, PGD and world-model data")
+    pd.add_argument("--model", required=True, help="folder of `offrl pgd train`")
+    pd.add_argument("--policy", help="run directory of the target policy (guidance, world-model rollouts, log π)")
+    pd.add_argument("--dataset", help="dataset (without --policy; with it, the run's)")
+    pd.add_argument("--env", help="Gymnasium env id (default: the dataset's)")
+    pd.add_argument("--coef", type=float, default=0.0, help="PGD guidance c (needs --policy)")
+    pd.add_argument("--trajectories", type=int, default=64, help="trajectories per policy seed")
+    pd.add_argument("--length", type=int, default=0, help="timesteps per trajectory (0: the training window + 1)")
+    pd.add_argument("--sample-steps", type=int, default=0, help="sampler steps N (0: the model's 256)")
+    pd.add_argument("--world-model-steps", type=int, default=5000, help="training steps of the world model")
+    pd.add_argument("--seed", type=int, default=0, help="random seed")
+    pd.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    pd.add_argument("--out", help="also write the JSON here")
+    pd.set_defaults(func=_pgd_dynamics)
 
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",
                          description="updates/s per agent and seed count (d3rlpy side by side when installed)")

@@ -611,6 +611,20 @@ class Trainer:
         return out
 
 
+def load_run_agent(run_dir: str | Path, device: str = "cpu") -> tuple[Agent, Assembly]:
+    """The agent of a run directory with the weights of its checkpoint (e.g. a policy to guide or roll out)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise OffrlError(f"{run_dir} holds no checkpoint.pt; give a run directory written by `offrl train`")
+    run = run_from_config_file(run_dir / "config.json")
+    run.device, run.sources = device, {}
+    agent_cls = check_run(run)
+    a = assemble(run, agent_cls)
+    agent = agent_cls(a.spec, a.cfg, run.seeds, device)
+    agent.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=False, map_location=device)["agent"])
+    return agent, a
+
+
 def run_from_config_file(path: str | Path) -> RunConfig:
     """The RunConfig of a run directory's config.json, with the agent config pinned to what it resolved to."""
     d = json.loads(Path(path).read_text())

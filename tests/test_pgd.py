@@ -74,3 +74,49 @@ def test_bad_input_is_refused_before_any_work(model_dir, tmp_path):
         load_diffusion(model_dir, small)
     with pytest.raises(OffrlError, match="no diffusion model"):
         _run(other, tmp_path / "none")
+
+
+def _hopper_episodes(n=30, seed=0):
+    import gymnasium as gym
+    from offrl.data.dataset import Episode
+    env, rng, eps = gym.make("Hopper-v5"), np.random.default_rng(seed), []
+    for i in range(n):
+        obs, _ = env.reset(seed=seed + i)
+        o, a, r, term = [obs], [], [], []
+        for t in range(60):
+            act = rng.uniform(-1, 1, 3).astype(np.float32) * 0.5
+            obs, rew, done, trunc, _ = env.step(act)
+            o.append(obs), a.append(act), r.append(rew), term.append(done)
+            if done:
+                break
+        T = len(a)
+        eps.append(Episode(np.array(o, np.float32), np.array(a), np.array(r, np.float32), np.array(term),
+                           np.arange(T) == T - 1 if not term[-1] else np.zeros(T, bool)))
+    return eps
+
+
+def test_dynamics_error_of_real_data_is_zero_and_every_set_is_measured(minari_root, tmp_path):
+    from offrl.data.minari_io import write_minari
+    from offrl.diffusion import EDMConfig
+    from offrl.diffusion.pgd import dynamics_report, train_diffusion
+    from offrl.evaluate import fit_to_env
+    from offrl.trainer import load_run_agent
+
+    write_minari("test/hopper/random-v0", _hopper_episodes(), "Hopper-v5", ref_min_score=0.0, ref_max_score=100.0,
+                 root=minari_root)
+    ds = fit_to_env(load_dataset("test/hopper/random-v0"), "Hopper-v5")
+    train_diffusion(ds, tmp_path / "model", EDMConfig(features=16, length=8, stride=4, train_steps=40), checkpoint_every=40)
+    run = RunConfig(agent="td3_bc", dataset="test/hopper/random-v0", seeds=2, steps=20, eval_episodes=0,
+                    agent_config={"hidden": "16,16", "batch_size": "32"})
+    Trainer(run, tmp_path / "policy", progress=False).train()
+    agent, _ = load_run_agent(tmp_path / "policy")
+    report = dynamics_report(ds, "Hopper-v5", tmp_path / "model", agent, trajectories=4, coef=0.1, sample_steps=6,
+                             world_model_steps=100)
+    assert set(report["one_step"]) == {"real data", "unguided diffusion", "PGD (c = 0.1)", "world model"}
+    real = report["one_step"]["real data"]["mse"] + report["open_loop"]["real data"]["mse"]
+    assert max(x for x in real if x is not None) < 1e-12                # the simulator reset is exact
+    for name in ("unguided diffusion", "PGD (c = 0.1)", "world model"):
+        assert len(report["open_loop"][name]["mse"]) == 8 and report["open_loop"][name]["counts"][0] > 0
+        assert np.isfinite(report["log_pi"][name])
+    r = run_cli("pgd", "dynamics-error", "--model", tmp_path / "model", "--dataset", "test/hopper/random-v0", "--coef", "1")
+    assert r.returncode == 2 and "--policy" in r.stderr

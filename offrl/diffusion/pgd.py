@@ -110,3 +110,56 @@ def pgd_source(buffer, agent, model: str, share: float = 240 / 256, every: int =
                 "not_done": 1.0 - flat["terminal"].float()}
 
     return SyntheticSource(buffer, generate, share, every, capacity, seed=seed)
+
+
+def dynamics_report(ds: Dataset, env_id: str, model_dir: str | Path, agent: Any | None, trajectories: int = 64,
+                    coef: float = 0.0, sample_steps: int = 0, length: int = 0, world_model_steps: int = 5000,
+                    seed: int = 0, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Dynamics error by horizon (one-step and open-loop, `offrl.diffusion.dynamics`) of: real dataset
+    windows (the simulator-reset sanity check, ≈ 0), unguided diffusion samples, PGD samples guided by
+    `agent` with `coef`, and a world model's rollouts with the agent's policy; plus the agent's mean
+    log π of each set's actions. `trajectories` per seed of the agent (1 group without an agent)."""
+    from offrl.diffusion.dynamics import one_step_error, open_loop_error
+    from offrl.diffusion.world_model import EnsembleDynamics, WorldModelConfig
+
+    diffusion = load_diffusion(model_dir, ds)
+    w, L = diffusion.windows, length or diffusion.cfg.length + 1
+    G = agent.seeds if agent is not None else 1
+    gen = torch.Generator().manual_seed(seed)
+    sets: dict[str, dict[str, np.ndarray]] = {}
+    real = decode(w.train[np.random.default_rng(seed).choice(len(w.train), min(trajectories * G, len(w.train)), replace=False)],
+                  w.normalizer, w.obs_dim, w.act_dim)
+    sets["real data"] = real
+    sets["unguided diffusion"] = decode(diffusion.sample(G, trajectories, L, gen, steps=sample_steps or None).numpy(),
+                                        w.normalizer, w.obs_dim, w.act_dim)
+    if agent is not None and coef > 0:
+        sets[f"PGD (c = {coef})"] = decode(diffusion.sample(G, trajectories, L, gen, agent.action_log_likelihood, coef,
+                                                            steps=sample_steps or None).numpy(), w.normalizer, w.obs_dim, w.act_dim)
+    if agent is not None and world_model_steps > 0:
+        wm = EnsembleDynamics(ds, WorldModelConfig(steps=world_model_steps), seed)
+        wm.fit(gen, log)
+        starts = torch.as_tensor(real["obs"][:, 0][np.arange(G * trajectories) % len(real["obs"])])
+
+        def policy(s: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return agent.act(s.reshape(G, -1, s.shape[-1]), deterministic=False).reshape(len(s), -1)
+        roll = wm.rollout(starts, policy, L - 1, gen)
+        sets["world model"] = {"obs": roll["obs"][:, :-1].numpy(), "next_obs": roll["obs"][:, 1:].numpy(),
+                               "action": roll["action"].numpy(), "reward": roll["reward"].numpy()}
+    out: dict[str, Any] = {"env": env_id, "length": L, "trajectories": {}, "one_step": {}, "open_loop": {}, "log_pi": {}}
+    for name, tr in sets.items():
+        obs = tr["obs"].reshape(-1, *tr["obs"].shape[-2:])
+        nxt = tr["next_obs"].reshape(obs.shape)
+        act = tr["action"].reshape(*obs.shape[:2], -1)
+        out["trajectories"][name] = len(obs)
+        out["one_step"][name] = one_step_error(env_id, obs, act, nxt).to_json()
+        out["open_loop"][name] = open_loop_error(env_id, np.concatenate([obs, nxt[:, -1:]], 1), act).to_json()
+        if agent is not None:
+            k = len(obs) // G * G
+            with torch.no_grad():
+                ll = agent.action_log_likelihood(torch.as_tensor(obs[:k]).reshape(G, -1, obs.shape[-1]),
+                                                 torch.as_tensor(act[:k]).reshape(G, -1, act.shape[-1]))
+            out["log_pi"][name] = float(ll.mean())
+        if log:
+            log(f"{name}: one-step MSE {np.nanmean([x for x in out['one_step'][name]['mse'] if x is not None]):.4g}")
+    return out
