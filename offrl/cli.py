@@ -291,6 +291,30 @@ def _pgd_dynamics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pgd_speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from offrl.diffusion.pgd import speed
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = speed([int(f) for f in args.features.split(",")], args.dim, args.length, args.batch, args.trajectories,
+                 args.sample_steps, args.train_steps, args.device)
+    lines = [f"# Diffusion speed\n\nRegenerate: `offrl pgd speed {' '.join(sys.argv[3:]) if len(sys.argv) > 3 else ''}`".rstrip() + "\n",
+             f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; EDM training: batch "
+             f"{args.batch} windows × {args.length} steps × {args.dim} features, the rate over {args.train_steps} timed "
+             f"steps after 3 warm-up; sampling: {args.trajectories} trajectories of {args.length + 1} steps, "
+             f"{args.sample_steps} Heun steps (2 denoiser calls each, 1 on the last).\n",
+             "| U-Net features | parameters (M) | EDM train steps/s | sampled trajectories/s |", "|---|---|---|---|"]
+    lines += [f"| {r['features']} | {r['parameters_M']} | {r['train_steps_per_s']} | {r['sample_trajectories_per_s']} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from offrl.bench.report import build_report, collect
 
@@ -459,6 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     pd.add_argument("--out", help="also write the JSON here")
     pd.set_defaults(func=_pgd_dynamics)
+    ps = pgsub.add_parser("speed", help="EDM training steps/s and sampling trajectories/s per U-Net width")
+    ps.add_argument("--features", default="64,128", help="comma-separated U-Net widths")
+    ps.add_argument("--dim", type=int, default=25, help="timestep vector size (Hopper: 11 + 3 + 2 = 16; Walker2d/HalfCheetah 25)")
+    ps.add_argument("--length", type=int, default=32, help="training window")
+    ps.add_argument("--batch", type=int, default=32, help="windows per training step")
+    ps.add_argument("--trajectories", type=int, default=64, help="trajectories sampled at once")
+    ps.add_argument("--sample-steps", type=int, default=32, help="sampler steps N")
+    ps.add_argument("--train-steps", type=int, default=20, help="timed training steps")
+    ps.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ps.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ps.add_argument("--out", help="also write the Markdown table here")
+    ps.set_defaults(func=_pgd_speed)
 
     sp = bsub.add_parser("speed", help="updates/s per agent and seed count (d3rlpy side by side when installed)",
                          description="updates/s per agent and seed count (d3rlpy side by side when installed)")

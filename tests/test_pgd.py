@@ -120,3 +120,11 @@ def test_dynamics_error_of_real_data_is_zero_and_every_set_is_measured(minari_ro
         assert np.isfinite(report["log_pi"][name])
     r = run_cli("pgd", "dynamics-error", "--model", tmp_path / "model", "--dataset", "test/hopper/random-v0", "--coef", "1")
     assert r.returncode == 2 and "--policy" in r.stderr
+
+
+def test_the_speed_command_reports_both_rates(tmp_path):
+    r = run_cli("pgd", "speed", "--features", "16", "--dim", "7", "--length", "8", "--batch", "4", "--trajectories", "2",
+                "--sample-steps", "2", "--train-steps", "2", "--out", tmp_path / "speed.md")
+    assert r.returncode == 0, r.stderr
+    row = (tmp_path / "speed.md").read_text().splitlines()[-1].split("|")
+    assert row[1].strip() == "16" and float(row[3]) > 0 and float(row[4]) > 0

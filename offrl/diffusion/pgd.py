@@ -163,3 +163,33 @@ def dynamics_report(ds: Dataset, env_id: str, model_dir: str | Path, agent: Any 
         if log:
             log(f"{name}: one-step MSE {np.nanmean([x for x in out['one_step'][name]['mse'] if x is not None]):.4g}")
     return out
+
+
+def speed(features: list[int], dim: int = 25, length: int = 32, batch: int = 32, trajectories: int = 64,
+          sample_steps: int = 32, train_steps: int = 20, device: str = "cpu", seed: int = 0) -> list[dict[str, Any]]:
+    """EDM training steps/s (batch windows of `length` × `dim`) and sampling trajectories/s (`trajectories`
+    of length + 1 with `sample_steps` Heun steps) per U-Net width, on synthetic windows."""
+    from offrl.diffusion.windows import Normalizer, Windows
+
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(512, length, dim)).astype(np.float32)
+    w = Windows(data, data[:0], Normalizer(np.zeros(dim), np.ones(dim)), dim - 5, 3, length, "speed")
+    rows = []
+    for f in features:
+        model = Diffusion(w, EDMConfig(features=f, length=length, batch_size=batch, train_steps=10 * train_steps), seed, device)
+        sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+        for _ in range(3):                                        # warm-up
+            model.train_step()
+        sync()
+        t = time.perf_counter()
+        for _ in range(train_steps):
+            model.train_step()
+        sync()
+        train_rate = train_steps / (time.perf_counter() - t)
+        t = time.perf_counter()
+        model.sample(1, trajectories, length + 1, steps=sample_steps)
+        sync()
+        rows.append({"features": f, "parameters_M": round(sum(p.numel() for p in model.net.parameters()) / 1e6, 2),
+                     "train_steps_per_s": round(train_rate, 2),
+                     "sample_trajectories_per_s": round(trajectories / (time.perf_counter() - t), 2)})
+    return rows
