@@ -73,7 +73,7 @@ class Suite:
 
 
 # Run settings an agent entry may change with `run:` (the rest are the suite's, the same for every entry).
-ENTRY_RUN_KEYS = ("steps", "online_steps", "offline_data", "online_capacity", "eval_every", "eval_episodes")
+ENTRY_RUN_KEYS = ("steps", "online_steps", "offline_data", "online_capacity", "eval_every", "eval_episodes", "sources")
 
 
 def _plain(node: yaml.Node) -> Any:
@@ -177,6 +177,10 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
                 if k not in ENTRY_RUN_KEYS:
                     raise SuiteError(f"{where(node)}: run: {k!r} cannot differ between agents{closest(k, ENTRY_RUN_KEYS)}; "
                                      f"an entry may set {', '.join(ENTRY_RUN_KEYS)}")
+                if k == "sources":            # further buffer sources: {name: {factory, share, …}} (e.g. pgd)
+                    if not (isinstance(v, dict) and all(isinstance(s, dict) for s in v.values())):
+                        raise SuiteError(f"{where(node)}: run: sources is a mapping of source names to settings, got {v!r}")
+                    continue
                 want = bool if k == "offline_data" else int
                 if not isinstance(v, want) or (want is int and (isinstance(v, bool) or v < 0)):
                     raise SuiteError(f"{where(node)}: run: {k} must be {'true or false' if want is bool else 'a non-negative integer'}, got {v!r}")
