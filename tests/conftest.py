@@ -46,9 +46,13 @@ def minari_root(tmp_path, monkeypatch) -> Path:
     return root
 
 
+# Under pytest-xdist (CI runs `-n 2` on its 2 cores) each worker gets one core; alone, a test gets two.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 
