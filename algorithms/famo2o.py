@@ -64,10 +64,14 @@ class FamO2O:
     """The β machinery on a base whose `actor` is the universal policy on [s, e(β)]."""
     policy_conditioning = EMBED_DIM    # the base builds its policy on [s, e(β)]
 
-    def build_balance(self, spec, seeds) -> None:
+    def check_interval(self) -> None:
         cfg = self.cfg
         if not cfg.beta_low < cfg.beta_high:
             raise OffrlError(f"{self.name}: beta_low ({cfg.beta_low}) must be below beta_high ({cfg.beta_high})")
+
+    def build_balance(self, spec, seeds) -> None:
+        cfg = self.cfg
+        self.check_interval()
         self.balance = BalanceModel(spec.obs_dim, seeds, cfg.hidden, init="orthogonal", gain=math.sqrt(2))
         self.log_balance_alpha = nn.Parameter(torch.zeros(seeds))
         self.optimizer("balance", self.balance.parameters(), cfg.balance_lr)
@@ -263,8 +267,7 @@ class FamO2OCQL(FamO2O, CQL):
 
     def build_balance(self, spec, seeds):
         cfg = self.cfg
-        if not cfg.beta_low < cfg.beta_high:
-            raise OffrlError(f"{self.name}: beta_low ({cfg.beta_low}) must be below beta_high ({cfg.beta_high})")
+        self.check_interval()
         self.balance = TanhGaussianBalance(spec.obs_dim, 1, (seeds,), cfg.hidden, log_std_offset=cfg.log_std_offset,
                                            last_init="xavier", last_gain=1e-2)
         self.optimizer("balance", self.balance.parameters(), cfg.balance_lr)

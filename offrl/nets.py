@@ -219,13 +219,17 @@ class TanhGaussianActor(nn.Module):
             self.log_std_shift = nn.Parameter(torch.full((*members, 1, 1), float(log_std_offset)))
         self.affine = log_std_offset is not None
 
+    def _log_std(self, raw: Tensor) -> Tensor:
+        """log σ from the net's raw output: the learned affine (if any), then the clamp."""
+        if self.affine:
+            raw = self.log_std_scale * raw + self.log_std_shift
+        return raw.clamp(self.log_std_min, self.log_std_max)
+
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         mean, log_std = self.net(obs).split(self.act_dim, -1)
         if deterministic:
             return torch.tanh(mean), torch.zeros(mean.shape[:-1], device=mean.device)
-        if self.affine:
-            log_std = self.log_std_scale * log_std + self.log_std_shift
-        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        log_std = self._log_std(log_std)
         eps = torch.randn_like(mean)
         u = mean + log_std.exp() * eps
         # log N(u; μ, σ) − Σ log(1 − tanh(u)²), the latter written stably as 2(log 2 − u − softplus(−2u)).
@@ -235,10 +239,8 @@ class TanhGaussianActor(nn.Module):
 
     def log_prob(self, obs: Tensor, action: Tensor, clip: float = 0.999) -> Tensor:
         """log π(a|s) [S, B] of given actions in [-1, 1] (clipped to ±clip before atanh)."""
-        mean, log_std = self.net(obs).split(self.act_dim, -1)
-        if self.affine:
-            log_std = self.log_std_scale * log_std + self.log_std_shift
-        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        mean, raw = self.net(obs).split(self.act_dim, -1)
+        log_std = self._log_std(raw)
         a = action.clamp(-clip, clip)
         u = torch.atanh(a)
         z = (u - mean) * torch.exp(-log_std)
