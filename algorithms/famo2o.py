@@ -149,6 +149,7 @@ class FamO2OIQL(FamO2O, IQL):
     DEFAULTS = {
         "antmaze": {"expectile": 0.9, "reward_transform": "antmaze", "beta_low": 8.0, "beta_high": 14.0, "balance_every": 1},
         "adroit": IQL.DEFAULTS["adroit"],
+        "kitchen": IQL.DEFAULTS["kitchen"],
         "classic": {},
         "o2o": {},
     }

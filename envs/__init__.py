@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class Task:
     name: str                 # short name used in dataset ids: hopper, halfcheetah, ...
     env_id: str | None        # Gymnasium id used for evaluation and online steps (None: not available)
-    domain: str               # locomotion | antmaze | adroit | classic
+    domain: str               # locomotion | antmaze | maze | adroit | kitchen | classic
     behaviour_env_id: str | None = None   # env the zoo's SAC trains on when not env_id (a risky task's mean-reward twin)
 
 
@@ -27,12 +27,32 @@ TASKS: dict[str, Task] = {t.name: t for t in [
          behaviour_env_id="offrl/RiskyInvertedPendulumMeanReward-v5"),
     Task("inverteddoublependulum", "InvertedDoublePendulum-v5", "classic"),
     Task("reacher", "Reacher-v5", "classic"),
-    Task("antmaze", None, "antmaze"),     # needs gymnasium-robotics, not a dependency
-    Task("pen", None, "adroit"),
-    Task("door", None, "adroit"),
-    Task("hammer", None, "adroit"),
-    Task("relocate", None, "adroit"),
+    # Gymnasium-Robotics tasks (optional dependency, envs/robotics.py). The maze and kitchen envs come from the
+    # dataset (its recorded env spec: which maze, which kitchen tasks); D4RL's own .hdf5 files of those record
+    # observations in mujoco-py's layout, which no Gymnasium-Robotics env reproduces (see `env_note`).
+    Task("antmaze", None, "antmaze"),
+    Task("pointmaze", None, "maze"),
+    Task("maze2d", None, "maze"),
+    Task("kitchen", None, "kitchen"),
+    Task("pen", "AdroitHandPen-v1", "adroit"),
+    Task("door", "AdroitHandDoor-v1", "adroit"),
+    Task("hammer", "AdroitHandHammer-v1", "adroit"),
+    Task("relocate", "AdroitHandRelocate-v1", "adroit"),
 ]}
+
+# Other spellings of a task in env ids and dataset names (keys as `_key` writes them).
+ALIASES: dict[str, str] = {"adroithandpen": "pen", "adroithanddoor": "door", "adroithandhammer": "hammer",
+                           "adroithandrelocate": "relocate", "frankakitchen": "kitchen"}
+
+# Why a D4RL .hdf5 file of a task cannot be evaluated on a Gymnasium env (its observation layout).
+ENV_NOTES: dict[str, str] = {
+    "antmaze": "D4RL's antmaze files hold mujoco-py's 29-dim qpos+qvel observations; Gymnasium-Robotics' AntMaze "
+               "observes a Dict (31 flattened). Use the Minari re-creation D4RL/antmaze/<level>-v1",
+    "maze2d": "D4RL's maze2d files hold 4-dim observations; Gymnasium-Robotics' PointMaze observes a Dict (8 "
+              "flattened). Use the Minari re-creation D4RL/pointmaze/<level>-v2 or offrl's maze zoo",
+    "kitchen": "D4RL's kitchen files hold 60-dim observations; Gymnasium-Robotics' FrankaKitchen observes a Dict. "
+               "Use the Minari re-creation D4RL/kitchen/<level>-v2",
+}
 
 # D4RL reference returns (d4rl/infos.py; identical for every dataset version and type of an env):
 # normalised = 100 · (return − min) / (max − min).
@@ -46,6 +66,7 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "door": (-56.512833, 2880.5693087298737),
     "hammer": (-274.856578, 12794.134825156867),
     "relocate": (-6.425911, 4233.877797728884),
+    "kitchen": (0.0, 4.0),
     "maze2d-umaze": (23.85, 161.86),
     "maze2d-medium": (13.13, 277.39),
     "maze2d-large": (6.7, 273.99),
@@ -75,6 +96,7 @@ def find_task(name: str) -> Task | None:
         candidates.append(_key(re.split(r"[-_]", p)[0]))
         candidates.append(_key(re.sub(r"-v\d+$", "", p)))
     for c in candidates:
+        c = ALIASES.get(c, c)
         if c in TASKS:
             return TASKS[c]
     return None
@@ -95,8 +117,11 @@ def dataset_level(name: str) -> str | None:
 
 
 def d4rl_reference_scores(dataset_name: str) -> tuple[float, float] | None:
-    """D4RL's (ref_min, ref_max) for a D4RL dataset name such as 'hopper-medium-replay-v2'."""
-    base = dataset_name.lower().split("/")[-1]
+    """D4RL's (ref_min, ref_max) for a D4RL dataset name such as 'hopper-medium-replay-v2', or for a Minari
+    re-creation 'D4RL/antmaze/umaze-v1' (read as 'antmaze-umaze'; the fallback when its metadata has none).
+    PointMaze has none: Gymnasium-Robotics' PointMaze is not D4RL's maze2d, so maze2d's numbers do not apply."""
+    parts = [p for p in dataset_name.lower().split("/") if p]
+    base = "-".join(parts[1:]) if len(parts) == 3 and parts[0] == "d4rl" else parts[-1]
     for key in sorted(D4RL_REF_SCORES, key=len, reverse=True):   # maze2d-umaze before a shorter key
         if base.startswith(key):
             return D4RL_REF_SCORES[key]

@@ -81,22 +81,38 @@ def _datasets(args: argparse.Namespace) -> int:
     from offrl.data import EMBEDDED_ROOT, datasets_root, embedded_ids, ids_under, load_dataset
 
     if args.action == "list":
+        from offrl.data.d4rl import D4RL_URLS, d4rl_dir
+        from offrl.envs import d4rl_reference_scores, find_task
+
         root = datasets_root()
         found = ids_under(root)
-        rows = [(ds_id, root, "local") for ds_id in found] + [(ds_id, EMBEDDED_ROOT, "embedded") for ds_id in embedded_ids()]
+        rows = []
+        for ds_id, base, kind in ([(i, root, "local") for i in found] + [(i, EMBEDDED_ROOT, "embedded") for i in embedded_ids()]):
+            meta = json.loads((base / ds_id / "data" / "metadata.json").read_text())
+            ref = (meta.get("ref_min_score"), meta.get("ref_max_score"))
+            if None in ref and ds_id.startswith("D4RL/"):
+                ref = d4rl_reference_scores(ds_id) or ref
+            rows.append((ds_id, kind, meta.get("total_episodes", "?"), meta.get("total_steps", "?"), ref))
+        d4rl = [(name, d4rl_dir() / url.rsplit("/", 1)[1]) for name, url in sorted(D4RL_URLS.items())]
+        rows += [(name, "d4rl", "?", "?", d4rl_reference_scores(name) or (None, None)) for name, f in d4rl if f.is_file()]
         if not found:
             print(f"(no local Minari datasets under {root}; set MINARI_DATASETS_PATH)")
         width = max([len(r[0]) for r in rows] + [7])
-        print(f"{'dataset':<{width}}  {'where':<8}  {'episodes':>8}  {'steps':>9}")
-        for ds_id, base, kind in rows:
-            meta = json.loads((base / ds_id / "data" / "metadata.json").read_text())
-            print(f"{ds_id:<{width}}  {kind:<8}  {meta.get('total_episodes', '?'):>8}  {meta.get('total_steps', '?'):>9}")
+        print(f"{'dataset':<{width}}  {'where':<8}  {'domain':<10}  {'episodes':>8}  {'steps':>9}  reference scores (min, max)")
+        for ds_id, kind, episodes, steps, ref in rows:
+            task = find_task(ds_id)
+            refs = "none" if None in ref else f"{float(ref[0]):.6g}, {float(ref[1]):.6g}"
+            print(f"{ds_id:<{width}}  {kind:<8}  {task.domain if task else '?':<10}  {episodes:>8}  {steps:>9}  {refs}")
         return 0
     if not args.id:
         raise OffrlError("offrl datasets info needs a dataset id or path")
     ds = load_dataset(args.id)
     returns = ds.episode_returns()
-    info = {"dataset": ds.name, "source": ds.source, "env": ds.env_id, "transitions": len(ds),
+    from offrl.envs import find_task
+
+    task = find_task(ds.name or args.id)
+    info = {"dataset": ds.name, "source": ds.source, "env": ds.env_id, "domain": task.domain if task else "?",
+            "transitions": len(ds),
             "episodes": ds.num_episodes, "terminals": int(ds.terminals.sum()), "timeouts": int(ds.timeouts.sum()),
             "obs_dim": ds.obs_dim, "act_dim": ds.act_dim,
             "return_min": float(returns.min()), "return_mean": float(returns.mean()), "return_max": float(returns.max()),
@@ -387,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("datasets", help="list, describe, make or convert datasets")
     dsub = d.add_subparsers(dest="action", required=True)
-    dl = dsub.add_parser("list", help="local Minari datasets")
+    dl = dsub.add_parser("list", help="local Minari datasets and D4RL files, with domain and reference scores")
     dl.set_defaults(func=_datasets)
     di = dsub.add_parser("info", help="size, episodes, returns and scores of a dataset")
     di.add_argument("id", help="dataset id, folder or .hdf5 file")

@@ -16,6 +16,8 @@ import torch
 
 from offrl import OffrlError
 
+from offrl.data.dataset import DatasetError
+
 if TYPE_CHECKING:
     from offrl.data.dataset import Dataset
 
@@ -76,8 +78,10 @@ def route_mujoco_warnings() -> None:
 def _gym_make(env_id: str) -> gym.Env:
     """gym.make with offrl's own ids registered and MuJoCo's compile-time noise silenced (see
     `route_mujoco_warnings`); `make_env` and `time_limit_of` make their envs here."""
-    import offrl.envs  # noqa: F401  (registers offrl's own ids, e.g. offrl/RiskyInvertedPendulum-v5)
+    from offrl.data import local_metadata
+    from offrl.envs.robotics import resolve_dataset_env   # (importing offrl.envs registers offrl's own ids)
 
+    resolve_dataset_env(env_id, local_metadata)   # Gymnasium-Robotics ids; ids carrying a dataset's env settings
     route_mujoco_warnings()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
@@ -96,22 +100,32 @@ def fit_to_env(dataset: Dataset, env_id: str) -> Dataset:
     observations checked against the env's), as every run and every model trained for one uses it."""
     import dataclasses
 
+    from offrl.envs import ENV_NOTES, find_task
+
     probe = make_env(env_id)
     try:
         raw = probe.unwrapped              # the env's own action units, before offrl's rescaling
-        return dataclasses.replace(dataset.fit_to_env(raw.observation_space, raw.action_space),
+        # observations as make_env gives them (Dict ones flattened), actions in the env's own units
+        return dataclasses.replace(dataset.fit_to_env(probe.observation_space, raw.action_space),
                                    env_id=dataset.env_id or env_id)
+    except DatasetError as e:
+        task = find_task(dataset.name or "")
+        note = ENV_NOTES.get(task.name) if task is not None else None
+        raise DatasetError(f"{e}. {note}" if note else str(e)) from None
     finally:
         probe.close()
 
 
 def make_env(env_id: str, time_feature: bool = False) -> gym.Env:
-    """A Gymnasium env acting in [-1, 1] (rescaled to the env's own bounds), with a clear error for
-    unknown ids; `time_feature` appends t/T to observations (see `TimeFeature`)."""
+    """A Gymnasium env acting in [-1, 1] (rescaled to the env's own bounds), observing a flat Box (Dict
+    observations flattened as `offrl.envs.robotics` documents, the order datasets use), with a clear
+    error for unknown ids; `time_feature` appends t/T to observations (see `TimeFeature`)."""
     try:
         env = _gym_make(env_id)
     except gym.error.Error as e:
         raise OffrlError(f"cannot make env {env_id!r}: {e}; pass a Gymnasium id such as Hopper-v5 with --env") from None
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = gym.wrappers.FlattenObservation(env)
     space = env.action_space
     if not isinstance(space, gym.spaces.Box):
         raise OffrlError(f"env {env_id!r} has {type(space).__name__} actions; offrl agents need continuous Box actions")
@@ -149,7 +163,35 @@ def env_state(env: gym.Env) -> dict[str, Any] | None:
     mujoco.mj_getState(u.model, u.data, physics, spec)
     limit = _time_limit(env)
     return {"physics": torch.from_numpy(physics), "elapsed": None if limit is None else limit._elapsed_steps,
-            "np_random": u.np_random.bit_generator.state}
+            "np_random": u.np_random.bit_generator.state,
+            "task": {k: _saveable(getattr(u, k)) for k in TASK_STATE if hasattr(u, k)}}
+
+
+# State of Gymnasium-Robotics envs that lives outside the physics: a maze's goal, the kitchen's goals and
+# task progress.
+TASK_STATE = ("goal", "tasks_to_complete", "episode_task_completions")
+
+
+def _saveable(x: Any) -> Any:
+    """x with arrays as tensors and sets as sorted lists (what a weights-only checkpoint may hold)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x.copy())
+    if isinstance(x, dict):
+        return {k: _saveable(v) for k, v in x.items()}
+    if isinstance(x, (set, list, tuple)):
+        return sorted(x) if isinstance(x, set) else list(x)
+    return x
+
+
+def _restored(saved: Any, current: Any) -> Any:
+    """`saved` back in the types of the attribute it replaces."""
+    if isinstance(current, np.ndarray):
+        return saved.numpy().astype(current.dtype)
+    if isinstance(current, dict):
+        return {k: _restored(v, current.get(k)) for k, v in saved.items()}
+    if isinstance(current, (set, list, tuple)):
+        return type(current)(saved)
+    return saved
 
 
 def restore_env_state(env: gym.Env, state: dict[str, Any]) -> None:
@@ -166,6 +208,8 @@ def restore_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     if feature is not None:
         feature.t = state["elapsed"]
     u.np_random.bit_generator.state = state["np_random"]
+    for k, v in state.get("task", {}).items():
+        setattr(u, k, _restored(v, getattr(u, k)))
 
 
 class EnvBatch:

@@ -23,7 +23,7 @@ class RunConfig:
     label: str = ""                    # name of this run in reports (default: the agent name)
     dataset: str | None = None         # Minari id, Minari folder or D4RL .hdf5 path (None: online only)
     env: str | None = None             # Gymnasium env id for evaluation/online steps (default: the dataset's)
-    domain: str = "auto"               # hyper-parameter domain: auto | locomotion | antmaze | adroit | classic
+    domain: str = "auto"               # hyper-parameter domain: auto | locomotion | antmaze | maze | adroit | kitchen | classic
     seeds: AtLeastOne = 1              # S seeds trained at once along the member axis
     seed: int = 0                      # base random seed
     steps: Count = 1_000_000           # offline gradient steps

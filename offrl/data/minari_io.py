@@ -17,7 +17,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from offrl.data.dataset import Dataset, DatasetError, Episode
-from offrl.envs import OFFRL_V5_REF_SCORES, find_task
+from offrl.envs import OFFRL_V5_REF_SCORES, d4rl_reference_scores, find_task
+from offrl.envs.robotics import dataset_env_id, flatten_observations, is_robotics_env, register_dataset_env, spec_differs
 
 
 def datasets_root() -> Path:
@@ -68,17 +69,18 @@ def load_minari(dataset_id_or_path: str, download: bool = False, env_id: str | N
     episodes = []
     try:
         for ep in mds.iterate_episodes():
-            if isinstance(ep.observations, (dict, tuple)):
-                raise DatasetError(f"{where}: observations are a Dict/Tuple space; offrl agents take flat "
-                                   "Box observations: flatten them when making the dataset")
-            episodes.append(Episode(np.asarray(ep.observations), np.asarray(ep.actions),
+            if isinstance(ep.observations, tuple):
+                raise DatasetError(f"{where}: observations are a Tuple space; offrl agents take Box or Dict "
+                                   "observations: flatten them when making the dataset")
+            # Dict observations (mazes, kitchen) flattened in the documented order (offrl.envs.robotics)
+            episodes.append(Episode(flatten_observations(ep.observations, leading=1), np.asarray(ep.actions),
                                     np.asarray(ep.rewards), np.asarray(ep.terminations),
                                     np.asarray(ep.truncations)))
     except (OSError, KeyError) as e:
         raise DatasetError(f"{where}: reading episodes failed ({type(e).__name__}: {e}); the hdf5 file is "
                            "truncated or corrupted: regenerate or download it again") from None
-    spec_env = mds.env_spec.id if mds.env_spec is not None else None
     dataset_id = meta.get("dataset_id", where)
+    spec_env = _recorded_env(dataset_id, meta, where, env_id)
     task = find_task(dataset_id) or (find_task(spec_env) if spec_env else None)
     ref_min, ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
     ref_source = "dataset metadata" if ref_min is not None and ref_max is not None else "none"
@@ -86,6 +88,9 @@ def load_minari(dataset_id_or_path: str, download: bool = False, env_id: str | N
         # Minari's mujoco/* datasets ship without references: use offrl's own v5 ones, and say so.
         ref_min, ref_max, how = OFFRL_V5_REF_SCORES[task.name]
         ref_source = f"offrl v5 reference table ({how})"
+    if ref_source == "none" and str(dataset_id).startswith("D4RL/") and d4rl_reference_scores(dataset_id):
+        ref_min, ref_max = d4rl_reference_scores(dataset_id)      # a D4RL re-creation without its own
+        ref_source = "D4RL infos.py table (the dataset's metadata has none)"
     return Dataset.from_episodes(
         episodes, where=where, name=dataset_id,
         env_id=env_id or spec_env or (task.env_id if task else None),
@@ -94,6 +99,32 @@ def load_minari(dataset_id_or_path: str, download: bool = False, env_id: str | N
         ref_source=ref_source,
         source=where, metadata=meta,
     )
+
+
+def _recorded_env(dataset_id: str, meta: dict[str, Any], where: str, override: str | None) -> str | None:
+    """The env a dataset evaluates on, as an id `make_env` takes: the plain Gymnasium id when the recorded
+    spec (`eval_env_spec`, else `env_spec`) has that id's default settings, else the dataset-namespaced id
+    carrying them (registered here; see offrl.envs.robotics). An `override` (--env) of the same env at
+    another version is refused: its observations or dynamics differ from the data's."""
+    import json
+
+    spec_json = meta.get("eval_env_spec") or meta.get("env_spec")
+    if not spec_json:
+        return None
+    recorded = json.loads(spec_json)["id"]
+    if override is not None:
+        name, _, version = recorded.rpartition("-v")
+        o_name, _, o_version = override.split("/")[-1].rpartition("-v")
+        if name and o_name == name.split("/")[-1] and o_version != version:
+            raise DatasetError(f"{where}: recorded on {recorded}, but --env {override} is another version of that env "
+                               "(its observations or dynamics differ from the data's); pass --env "
+                               f"{recorded} or leave --env out to use the dataset's own env")
+        return override
+    if not (is_robotics_env(recorded) or spec_differs(spec_json)):
+        return recorded
+    env = dataset_env_id(str(dataset_id), spec_json)
+    register_dataset_env(env, spec_json)
+    return env
 
 
 def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | None = None, *,
