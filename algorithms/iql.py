@@ -44,6 +44,7 @@ class IQL(Agent):
         "antmaze": {"expectile": 0.9, "temperature": 10.0, "reward_transform": "antmaze"},
         "adroit": {"expectile": 0.7, "temperature": 0.5, "dropout": 0.1, "reward_transform": "none"},
         "kitchen": {"expectile": 0.7, "temperature": 0.5, "dropout": 0.1, "reward_transform": "none"},  # paper: as Adroit
+        "maze": {"reward_transform": "none"},  # no published IQL maze2d setting: locomotion τ, β; 0/1 rewards as given
         "classic": {},
         "o2o": {"actor_lr_decay_steps": 0},          # the fine-tuning configs do not decay the lr
     }

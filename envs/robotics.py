@@ -122,6 +122,33 @@ def flatten_observations(obs: Any, leading: int = 0) -> np.ndarray:
     return np.concatenate([leaf.reshape(*leaf.shape[:leading], -1) for leaf in leaves], axis=-1)
 
 
+def unflatten_observations(flat: np.ndarray, space: Any) -> Any:
+    """The inverse of `flatten_observations` for a Gymnasium Dict `space` of Boxes (nested Dicts allowed):
+    flat [T, D] → {key: [T, *leaf_shape]} in the leaves' dtypes, keys consumed in alphabetical order.
+    A non-Dict space returns `flat` unchanged."""
+    import gymnasium as gym
+
+    if not isinstance(space, gym.spaces.Dict):
+        return flat
+    col = 0
+
+    def build(node: Any) -> Any:
+        nonlocal col
+        if isinstance(node, gym.spaces.Dict):
+            return {key: build(node[key]) for key in sorted(node.spaces)}
+        if not isinstance(node, gym.spaces.Box):
+            raise OffrlError(f"cannot write a {type(node).__name__} observation entry; offrl writes Box entries")
+        size = int(np.prod(node.shape))
+        leaf = flat[:, col:col + size].reshape(len(flat), *node.shape).astype(node.dtype)
+        col += size
+        return leaf
+
+    out = build(space)
+    if col != flat.shape[1]:
+        raise OffrlError(f"observations have {flat.shape[1]} columns, the Dict space {col}")
+    return out
+
+
 # --- dataset-namespaced env ids -------------------------------------------------------------------------
 
 def dataset_env_id(dataset_id: str, spec_json: str) -> str:

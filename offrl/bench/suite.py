@@ -94,10 +94,14 @@ def find_suite(name_or_path: str) -> Path:
 
 
 def zoo_level(ds: str) -> tuple[str, str, bool] | None:
-    """(env id, level, shipped policies?) of a zoo id `offrl/<task>/<level>-v0`, else None."""
+    """(env id, level, shipped policies?) of a zoo id `offrl/<task>/<level>-v0`, else None. A maze zoo id
+    (`offrl/pointmaze/<maze>[-dense]-v0`, scripted: always buildable) has level ''."""
+    from offrl.data.maze import env_of_dataset
     from offrl.envs import RECIPES, TASKS
     from offrl.zoo import LEVELS, SHIPPED_POLICIES
 
+    if env_of_dataset(ds):
+        return env_of_dataset(ds), "", True
     parts = ds.split("/")
     if len(parts) == 3 and parts[0] == "offrl" and parts[1] in RECIPES and parts[2].removesuffix("-v0") in LEVELS:
         shipped = (SHIPPED_POLICIES / f"{parts[1]}-standard-seed0" / "index.json").exists()
@@ -107,6 +111,8 @@ def zoo_level(ds: str) -> tuple[str, str, bool] | None:
 
 def make_command(env_id: str, levels: list[str], shipped: bool) -> str:
     """The `offrl datasets make` command that builds these zoo levels (standard budget)."""
+    if not any(levels):                                     # a maze zoo set: one per env id
+        return f"offrl datasets make {env_id} --budget standard"
     return (f"offrl datasets make {env_id} --budget standard --levels {','.join(levels)}"
             + (" --from-policies shipped" if shipped else ""))
 

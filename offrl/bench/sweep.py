@@ -40,13 +40,18 @@ def run_task(run: dict[str, Any], out: str) -> str:
 
 
 def build_missing(suite: Suite, progress: bool | None = None, log: Callable[[str], None] = print) -> None:
-    """Build the suite's missing zoo datasets from the behaviour policies shipped with the package."""
+    """Build the suite's missing zoo datasets: from the behaviour policies shipped with the package, or (the
+    maze zoo) with the scripted waypoint controller."""
     from offrl.bench.suite import make_command
+    from offrl.data.maze import make_maze_dataset, parse_maze_env
     from offrl.zoo import make_datasets
 
     for env_id, levels in suite.missing.items():
         command = make_command(env_id, levels, shipped=True)
         log(f"suite {suite.name}: building missing datasets first: {command}")
+        if parse_maze_env(env_id):
+            make_maze_dataset(env_id, "standard", log=log, command=command)
+            continue
         make_datasets(env_id, levels, "standard", from_policies="shipped", progress=progress, log=log, command=command)
     suite.missing = {}
 

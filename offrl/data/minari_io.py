@@ -18,7 +18,8 @@ import numpy as np
 
 from offrl.data.dataset import Dataset, DatasetError, Episode
 from offrl.envs import OFFRL_V5_REF_SCORES, d4rl_reference_scores, find_task
-from offrl.envs.robotics import dataset_env_id, flatten_observations, is_robotics_env, register_dataset_env, spec_differs
+from offrl.envs.robotics import (dataset_env_id, flatten_observations, is_robotics_env, register_dataset_env,
+                                 require_robotics, spec_differs, unflatten_observations)
 
 
 def datasets_root() -> Path:
@@ -127,7 +128,7 @@ def _recorded_env(dataset_id: str, meta: dict[str, Any], where: str, override: s
     return env
 
 
-def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | None = None, *,
+def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: Any = None, *,
                  observation_space: Any = None, action_space: Any = None,
                  ref_min_score: float | None = None, ref_max_score: float | None = None,
                  algorithm_name: str | None = None, description: str | None = None,
@@ -135,8 +136,11 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | Non
                  extra_metadata: dict[str, Any] | None = None) -> Path:
     """Write episodes as a Minari dataset `<root>/<dataset_id>` atomically; returns its folder.
 
-    Spaces default to the env's. Reference scores are stored when both are given. `extra_metadata`
-    (JSON-serialisable) is added to the dataset's metadata.json.
+    `env_id`: the env the data was collected on and is evaluated on, an id or a Gymnasium `EnvSpec` (one
+    with settings of its own, e.g. a maze map: the dataset records them). Spaces default to the env's; a
+    Dict observation space stores the episodes' flat observations as its dict entries (split in the
+    order `offrl.envs.robotics` documents, so loading flattens them back unchanged). Reference scores are
+    stored when both are given. `extra_metadata` (JSON-serialisable) is added to the dataset's metadata.json.
     """
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -146,10 +150,13 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | Non
     if final.exists() and not overwrite:
         raise DatasetError(f"dataset {dataset_id!r} already exists at {final}; delete it or pass overwrite")
     Dataset.from_episodes(episodes, where=dataset_id)          # validate before writing anything
+    if env_id is not None and observation_space is None:
+        observation_space, action_space = _env_spaces(env_id, action_space)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
-        buffers = [EpisodeBuffer(id=i, observations=ep.observations, actions=ep.actions,
+        buffers = [EpisodeBuffer(id=i, observations=unflatten_observations(ep.observations, observation_space),
+                                 actions=ep.actions,
                                  rewards=ep.rewards, terminations=ep.terminations.astype(bool),
                                  truncations=ep.truncations.astype(bool))
                    for i, ep in enumerate(episodes)]
@@ -180,3 +187,17 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: str | Non
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def _env_spaces(env: Any, action_space: Any) -> tuple[Any, Any]:
+    """The observation and action spaces of an env id or EnvSpec, as Minari will record them."""
+    import gymnasium as gym
+
+    env_name = env if isinstance(env, str) else env.id
+    if is_robotics_env(env_name):
+        require_robotics(f"writing a dataset of {env_name}")
+    probe = gym.make(env)
+    try:
+        return probe.observation_space, action_space or probe.action_space
+    finally:
+        probe.close()
