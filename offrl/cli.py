@@ -163,14 +163,14 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _datasets_make(args: argparse.Namespace) -> int:
-    from offrl.data.maze import make_maze_dataset, parse_maze_env
+    from offrl.maze import make_maze_dataset, parse_maze_env
     from offrl.zoo import make_datasets
 
     if parse_maze_env(args.env):           # the maze zoo: a scripted controller, no levels, no policies
         for flag, value in (("--levels", args.levels), ("--from-policies", args.from_policies), ("--out", args.out)):
             if value:
                 raise OffrlError(f"{flag} does not apply to {args.env}: the maze zoo's data comes from a scripted "
-                                 "waypoint controller (offrl.data.maze), one dataset per env id; leave it out")
+                                 "waypoint controller (offrl.maze), one dataset per env id; leave it out")
         make_maze_dataset(args.env, args.budget, args.root, args.seed, args.force)
         return 0
     levels = args.levels.split(",") if args.levels else None
@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("env", help="Gymnasium id, e.g. Hopper-v5, InvertedPendulum-v5 or PointMaze_Medium-v3")
     dm.add_argument("--levels", help=f"comma-separated subset of {','.join(LEVELS)}")
     dm.add_argument("--budget", default="quick", help="test | quick | standard | full (see offrl.envs.RECIPES; "
-                    "mazes: offrl.data.maze.TRANSITIONS)")
+                    "mazes: offrl.maze.TRANSITIONS)")
     dm.add_argument("--out", help="work folder for the behaviour run and policies")
     dm.add_argument("--root", help="Minari datasets root to write to (default $MINARI_DATASETS_PATH)")
     dm.add_argument("--seed", type=int, default=0, help="seed of the behaviour run and the rollouts")

@@ -1,4 +1,4 @@
-"""The maze zoo (offrl.data.maze): the waypoint controller's geometry and paths, the datasets it makes
+"""The maze zoo (offrl.maze): the waypoint controller's geometry and paths, the datasets it makes
 (Dict observations on disk, D4RL's goal cell, sparse/dense twins), and the suite and CLI around them."""
 import json
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("gymnasium_robotics")
 
 from offrl.data import load_dataset                                       # noqa: E402
-from offrl.data.maze import (GOAL_CELLS, WaypointController, env_of_dataset, expert_policy, goal_spec,  # noqa: E402
+from offrl.maze import (GOAL_CELLS, WaypointController, env_of_dataset, expert_policy, goal_spec,  # noqa: E402
                              make_maze_dataset, parse_maze_env)
 
 

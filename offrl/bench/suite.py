@@ -96,7 +96,7 @@ def find_suite(name_or_path: str) -> Path:
 def zoo_level(ds: str) -> tuple[str, str, bool] | None:
     """(env id, level, shipped policies?) of a zoo id `offrl/<task>/<level>-v0`, else None. A maze zoo id
     (`offrl/pointmaze/<maze>[-dense]-v0`, scripted: always buildable) has level ''."""
-    from offrl.data.maze import env_of_dataset
+    from offrl.maze import env_of_dataset
     from offrl.envs import RECIPES, TASKS
     from offrl.zoo import LEVELS, SHIPPED_POLICIES
 

@@ -43,7 +43,7 @@ def build_missing(suite: Suite, progress: bool | None = None, log: Callable[[str
     """Build the suite's missing zoo datasets: from the behaviour policies shipped with the package, or (the
     maze zoo) with the scripted waypoint controller."""
     from offrl.bench.suite import make_command
-    from offrl.data.maze import make_maze_dataset, parse_maze_env
+    from offrl.maze import make_maze_dataset, parse_maze_env
     from offrl.zoo import make_datasets
 
     for env_id, levels in suite.missing.items():

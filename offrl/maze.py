@@ -207,7 +207,7 @@ def make_maze_dataset(env_id: str, budget: str = "quick", root=None, seed: int =
                                 f"goal; {ref_episodes} episodes each"}
     folder = write_minari(dataset_id, episodes, spec, ref_min_score=ref_min, ref_max_score=ref_max,
                           algorithm_name="waypoint controller (offrl)", root=root, overwrite=True, extra_metadata=meta,
-                          description=f"offrl maze zoo: {env_id} with D4RL's goal cell, budget {budget}; see offrl.data.maze")
+                          description=f"offrl maze zoo: {env_id} with D4RL's goal cell, budget {budget}; see offrl.maze")
     returns = ds.episode_returns()
     touch = "" if dense else f"; {100 * np.mean(returns > 0):.0f}% of episodes reach the goal"
     log(f"      {dataset_id}: {len(ds):,} transitions, {ds.num_episodes:,} episodes, mean return {returns.mean():.1f} "
