@@ -46,12 +46,13 @@ def _assert_same(eager, compiled, tmp_path):
 
 
 # Agents whose update is another's plus a loss term run only with -m slow (CI time): cal_ql (cql's), td3
-# (td3_bc's without BC), sac_n (edac's without its term), sac (edac's with 2 critics and no diversity term), awac (iql's critic and AWR actor without V),
-# rebrac (td3_bc's graph with LayerNorm and one more penalty), hybrid_ac (td3_bc's graph on an ensemble
-# with a max over target actions), a2pr (td3's graph plus an MLP value net and an MLP VAE, ~40 s to compile),
-# famo2o_iql, famo2o_awac, famo2o_cql (iql's, awac's and cql's graphs on a β-conditioned policy, plus a
-# one-output balance net).
-COVERED = {"cal_ql", "td3", "sac_n", "sac", "awac", "rebrac", "hybrid_ac", "a2pr", "famo2o_iql", "famo2o_awac", "famo2o_cql"}
+# (td3_bc's without BC), sac_n (edac's without its term), sac (edac's nets and losses with 2 critics and no
+# diversity term), awac (iql's critic and AWR actor without V), rebrac (td3_bc's graph with LayerNorm and
+# one more penalty), hybrid_ac (td3_bc's graph on an ensemble with a max over target actions), a2pr (td3's
+# graph plus an MLP value net and an MLP VAE, ~40 s to compile), famo2o_iql, famo2o_awac, famo2o_cql (iql's,
+# awac's and cql's graphs on a β-conditioned policy, plus a one-output balance net).
+COVERED = {"cal_ql", "td3", "sac_n", "sac", "awac", "rebrac", "hybrid_ac", "a2pr", "famo2o_iql", "famo2o_awac",
+           "famo2o_cql"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in COVERED else n

@@ -11,7 +11,7 @@ pytest.importorskip("gymnasium_robotics")
 
 from offrl.data import load_dataset                                       # noqa: E402
 from offrl.maze import (GOAL_CELLS, WaypointController, env_of_dataset, expert_policy, goal_spec,  # noqa: E402
-                             make_maze_dataset, parse_maze_env)
+                        make_maze_dataset, parse_maze_env)
 
 
 def test_controller_cells_match_gymnasium_robotics_and_paths_are_shortest():

@@ -1,16 +1,20 @@
-"""Share of final-evaluation episodes that reach the goal on the sparse mazes (return > 0), and the mean
-number of steps spent at the goal by those that do. Usage: python results/maze/goal_reach.py results/maze/runs"""
-import json, sys
+"""Share of final-evaluation episodes that reach the goal on the sparse mazes (return > 0: the sparse reward
+pays 1 per step near the goal), and the mean number of steps spent there by those that do; each seed's
+episodes pooled, per run. Usage: python results/maze/goal_reach.py results/maze/runs"""
+import sys
 from pathlib import Path
-root = Path(sys.argv[1])
-for run in sorted(root.glob("*/*/metrics.jsonl")):
-    agent, ds = run.parts[-3], run.parts[-2]
-    if "dense" in ds:
+
+import numpy as np
+
+from offrl.record import RunRecord
+
+for final in sorted(Path(sys.argv[1]).glob("*/*/final.json")):
+    run = RunRecord.load(final.parent)
+    if run.name.endswith("dense-v0"):
         continue
-    evals = [json.loads(l) for l in run.open() if '"eval"' in l]
-    if not evals:
-        continue
-    last = evals[-1]["episode_returns"]
-    eps = [r for seed in last for r in seed]
-    hit = [r for r in eps if r > 0]
-    print(f"{agent:8s} {ds:28s} step {evals[-1]['step']}: {100*len(hit)/len(eps):5.1f}% of {len(eps)} episodes reach the goal; steps at the goal when reached {sum(hit)/max(len(hit),1):6.1f}")
+    returns = np.asarray(run.final_episode_returns).ravel()      # [S·episodes]
+    reached = returns[returns > 0]
+    mean_stay = reached.mean() if reached.size else 0.0
+    print(f"{run.label:8s} {final.parent.name:28s} step {run.evaluations[-1].step}: "
+          f"{100 * reached.size / returns.size:5.1f}% of {returns.size} episodes reach the goal; "
+          f"steps at the goal when reached {mean_stay:6.1f}")
