@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, bench_tiny, run_cli
-from offrl.bench.report import aggregates, compute_table, iqm, mean_std
+from offrl.bench.report import aggregates, compute_table, iqm, mean_std, probability_of_improvement
 from offrl.bench.suite import SuiteError, load_suite
 from offrl.record import RunRecord
 
@@ -46,6 +46,18 @@ def test_report_statistics_match_hand_computed_values():
         means = [np.mean([x[boot_rng.integers(0, 5, 5), t] for t in range(3)]) for _ in range(4000)]
         lo, hi = np.percentile(means, [2.5, 97.5])
         assert interval[k][0, 2] == pytest.approx(lo, abs=0.01) and interval[k][1, 2] == pytest.approx(hi, abs=0.01)
+    # the report says "seed 0": the same seed gives the same CIs (rliable 1.2 ignores its random_state and
+    # draws from numpy's global RNG, which the call must seed and then restore)
+    np.random.seed(123)
+    before = np.random.random()
+    np.random.seed(123)
+    again = aggregates(scores, reps=4000, seed=0)[1]
+    assert np.random.random() == before
+    for k in scores:
+        np.testing.assert_array_equal(again[k], interval[k])
+    assert not np.array_equal(aggregates(scores, reps=4000, seed=1)[1]["a"], interval["a"])
+    p_ab = probability_of_improvement(scores["a"] / 100, scores["b"] / 100, reps=500)
+    assert probability_of_improvement(scores["a"] / 100, scores["b"] / 100, reps=500) == p_ab
 
 
 @pytest.mark.parametrize("edit,message", [

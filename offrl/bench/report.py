@@ -7,6 +7,7 @@ stratified-bootstrap 95% CIs (fixed seed, so a report is reproducible).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import warnings
@@ -38,6 +39,18 @@ def collect(dirs: list[str | Path]) -> list[RunRecord]:
 
 
 # --- statistics, as plain functions of arrays (tested against hand-computed values) ---
+@contextlib.contextmanager
+def seeded_numpy(seed: int):
+    """numpy's global RNG seeded for the block, its state restored after: rliable 1.2's stratified bootstrap
+    and profile CIs draw from np.random and ignore the random_state they are given."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def mean_std(x: np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, float)
     return float(x.mean()), float(x.std())
@@ -58,7 +71,7 @@ def aggregates(score_dict: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, se
 
     fn = lambda x: np.array([metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
                              metrics.aggregate_optimality_gap(x)])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), seeded_numpy(seed):
         warnings.simplefilter("ignore", FutureWarning)     # arch's notice about RandomState
         return rly.get_interval_estimates({k: v / 100.0 for k, v in score_dict.items()}, fn, reps=reps,
                                           random_state=np.random.RandomState(seed))
@@ -70,7 +83,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTR
     from rliable import library as rly
     from rliable import metrics
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), seeded_numpy(seed):
         warnings.simplefilter("ignore", FutureWarning)
         point, interval = rly.get_interval_estimates(
             {"p": [x, y]}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps=reps,
@@ -273,8 +286,8 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         all_scores = np.concatenate([v.ravel() for v in score_dict.values()]) / 100
         span = all_scores.max() - min(all_scores.min(), 0.0)
         taus = np.linspace(min(all_scores.min(), 0.0), all_scores.max() + 0.05 * span + 1e-3, 81)   # fitted to the data
-        np.random.seed(BOOTSTRAP_SEED)          # rliable's profile CIs draw from numpy's global RNG
-        profiles, profile_cis = rly.create_performance_profile({k: v / 100 for k, v in score_dict.items()}, taus)
+        with seeded_numpy(BOOTSTRAP_SEED):
+            profiles, profile_cis = rly.create_performance_profile({k: v / 100 for k, v in score_dict.items()}, taus)
         fig, ax = plt.subplots(figsize=(6, 4))
         plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis, ax=ax,
                                              colors={lb: colors[lb] for lb in score_dict},
