@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from offrl import OffrlError
+from offrl.utils import remove_maze_xml
 
 from offrl.data.dataset import DatasetError
 
@@ -85,7 +86,9 @@ def _gym_make(env_id: str) -> gym.Env:
     route_mujoco_warnings()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
-        return gym.make(env_id)
+        env = gym.make(env_id)
+    remove_maze_xml(env)
+    return env
 
 
 def _mujoco_warning(message: str) -> None:

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, JSON, name suggestions."""
+"""Small shared helpers: atomic writes, JSON, name suggestions, temp-file hygiene."""
 from __future__ import annotations
 
 import contextlib
@@ -211,3 +211,14 @@ def check_writable_dir(folder: str | os.PathLike, flag: str = "--out") -> None:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as e:
         raise OffrlError(f"{flag} {folder}: cannot write in {existing} ({e.strerror}); choose another {flag}") from None
+
+
+def remove_maze_xml(env: Any) -> None:
+    """Delete the maze XML that Gymnasium-Robotics' maze envs (AntMaze, PointMaze) write to the temp
+    directory on every construction and never remove (`Maze.make_maze`: `<tmp>/ant_maze<time>.xml`;
+    a maze sweep left thousands in /tmp). MuJoCo compiled the model from it in the constructor and
+    nothing reads it again. Any other env: nothing happens."""
+    path = getattr(getattr(env, "unwrapped", env), "tmp_xml_file_path", None)
+    if isinstance(path, str) and os.path.dirname(os.path.abspath(path)) == os.path.abspath(tempfile.gettempdir()):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)

@@ -16,6 +16,8 @@ from offrl import OffrlError
 from offrl.data import load_dataset
 from offrl.envs import find_task
 from offrl.envs.robotics import flatten_observations, require_robotics
+from offrl.evaluate import make_env
+from offrl.utils import remove_maze_xml
 
 pytest.importorskip("gymnasium_robotics")
 pytest.importorskip("jax")          # minari's DataCollector needs it (minari[create], in the test extras)
@@ -36,7 +38,9 @@ def record(dataset_id: str, env_id: str, kwargs: dict, eval_steps: int, episodes
     from minari import DataCollector
 
     require_robotics("the test")
-    env = DataCollector(gym.make(env_id, max_episode_steps=steps, **kwargs), record_infos=False)
+    raw = gym.make(env_id, max_episode_steps=steps, **kwargs)
+    remove_maze_xml(raw)
+    env = DataCollector(raw, record_infos=False)
     space = env.observation_space
     rng = np.random.default_rng(0)
     recorded = []
@@ -53,6 +57,7 @@ def record(dataset_id: str, env_id: str, kwargs: dict, eval_steps: int, episodes
                 break
         recorded.append((np.array(obs_list), np.array(acts), np.array(rews)))
     eval_env = gym.make(env_id, max_episode_steps=eval_steps, **kwargs)
+    remove_maze_xml(eval_env)
     env.create_dataset(dataset_id, eval_env=eval_env, algorithm_name="uniform random", author="offrl tests",
                        author_email="-", code_permalink="-", description="tiny test set",
                        ref_min_score=0.0, ref_max_score=10.0)
@@ -104,6 +109,26 @@ def test_the_dataset_env_id_is_remade_in_a_fresh_process_from_the_metadata(minar
     assert p.returncode == 0, p.stderr
     line = next(x for x in p.stdout.splitlines() if x.startswith("D4RL/pointmaze/tiny-v2"))
     assert line.split()[1:3] == ["local", "maze"] and line.endswith("0, 10")
+
+
+@pytest.mark.parametrize("env_id", ["PointMaze_UMaze-v3", "AntMaze_UMaze-v4"])
+def test_maze_envs_leave_no_xml_in_the_temp_directory(env_id, tmp_path, monkeypatch):
+    """Gymnasium-Robotics writes `<tmp>/ant_maze<time>.xml` for every maze env it builds and never removes
+    it; offrl's envs delete it once MuJoCo has compiled it, and the env still works."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    raw = gym.make(env_id)                   # the upstream behaviour this guards against
+    assert [p.name.startswith("ant_maze") for p in tmp_path.glob("*.xml")] == [True]
+    raw.close()
+    (xml,) = tmp_path.glob("*.xml")
+    xml.unlink()
+    env = make_env(env_id)
+    assert list(tmp_path.glob("*.xml")) == []
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    env.close()
 
 
 def test_flattening_is_gymnasiums_at_every_level():

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from offrl.data.dataset import Dataset, DatasetError, Episode
+from offrl.utils import remove_maze_xml
 from offrl.envs import OFFRL_V5_REF_SCORES, d4rl_reference_scores, find_task
 from offrl.envs.robotics import (dataset_env_id, flatten_observations, is_robotics_env, register_dataset_env,
                                  require_robotics, spec_differs, unflatten_observations)
@@ -197,6 +198,7 @@ def _env_spaces(env: Any, action_space: Any) -> tuple[Any, Any]:
     if is_robotics_env(env_name):
         require_robotics(f"writing a dataset of {env_name}")
     probe = gym.make(env)
+    remove_maze_xml(probe)
     try:
         return probe.observation_space, action_space or probe.action_space
     finally:

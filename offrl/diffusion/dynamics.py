@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from offrl import OffrlError
+from offrl.utils import remove_maze_xml
 
 VELOCITY_CLIP = {"Hopper": 10.0, "Walker2d": 10.0}     # envs whose observation clips qvel
 
@@ -36,6 +37,7 @@ class Simulator:
     def __init__(self, env_id: str):
         try:
             self.env = gym.make(env_id).unwrapped
+            remove_maze_xml(self.env)
         except gym.error.Error as e:
             raise OffrlError(f"cannot make env {env_id!r} for the dynamics error: {e}") from None
         model = getattr(self.env, "model", None)
