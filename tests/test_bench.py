@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY, bench_tiny, run_cli
-from offrl.bench.report import aggregates, compute_table, iqm, mean_std, probability_of_improvement
+from offrl.bench.report import (aggregates, compute_table, improvement_probability, iqm, mean_std, probability_of_improvement,
+                                score_distribution)
 from offrl.bench.suite import SuiteError, load_suite
 from offrl.record import RunRecord
 
@@ -28,6 +29,22 @@ def _suite_dir(tmp_path, name, text=TINY):
 def _outputs(d):
     report = (d / "results" / "tiny" / "REPORT.md").read_text()
     return report, (d / "results" / "tiny" / "scores.csv").read_text()
+
+
+def test_fast_metrics_equal_rliables_bit_for_bit():
+    """The report's vectorised P(X > Y) and score distribution are rliable's numbers exactly (ties, equal
+    samples, unequal run counts), so the CIs built on them are rliable's."""
+    from rliable import library, metrics
+
+    assert improvement_probability(np.array([[1.0], [2.0], [3.0]]), np.array([[2.0], [0.0]])) == 4.5 / 6   # 1>0, 2>0, 3>2, 3>0 + ½(2=2)
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, m, tasks = rng.integers(1, 7, 3)
+        x = rng.integers(0, 5, (n, tasks)) / 4.0
+        y = x.copy() if trial % 4 == 0 else rng.integers(0, 5, (m, tasks)) / 4.0
+        assert improvement_probability(x, y) == metrics.probability_of_improvement(x, y)
+        taus = np.linspace(-0.1, 1.1, 13)
+        np.testing.assert_array_equal(score_distribution(x, taus), library.score_distributions(x, taus))
 
 
 def test_report_statistics_match_hand_computed_values():
