@@ -113,6 +113,8 @@ def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tm
     assert "building the report" in p.stdout and p.stdout.count("wall time") == 1
 
 
+# Ray is an optional launcher (pip install ".[ray]"); its sweep (57 s here: Ray's start-up) runs with -m slow (CI time).
+@pytest.mark.slow
 def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_path, tiny_reference):
     pytest.importorskip("ray")
     ray_dir = _suite_dir(tmp_path, "ray")

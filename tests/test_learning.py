@@ -61,6 +61,9 @@ def test_iql_offline_to_online(pendulum_dataset, tmp_path):
     assert trainer.buffer.online_size == 1000 and len(trainer.online_episodes) >= 2
 
 
+# sac online (41 s here) and hybrid_ac's O2O run (53 s) run with -m slow (CI time); online collection, resume and
+# the O2O switch stay covered by default in the generic agent tests and the iql / famo2o O2O tests.
+@pytest.mark.slow
 def test_sac_learns_pendulum_online(tmp_path):
     run = RunConfig(agent="sac", env="InvertedPendulum-v5", seeds=2, steps=0, online_steps=5000, eval_every=0,
                     eval_episodes=5, log_every=1000, agent_config={"hidden": "64,64", "random_steps": "1000"})
@@ -69,6 +72,7 @@ def test_sac_learns_pendulum_online(tmp_path):
     assert final.mean() >= 50.0, final
 
 
+@pytest.mark.slow
 def test_hybrid_ac_offline_to_online_keeps_its_policy_through_switches_and_resets(pendulum_dataset, tmp_path):
     """1,500 offline updates, then 1,000 online steps with switches (and actor resets) at 100, 200, 400, 800."""
     run = RunConfig(agent="hybrid_ac", dataset="pendulum", seeds=2, steps=1500, online_steps=1000, eval_every=0,
