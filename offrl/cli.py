@@ -236,14 +236,17 @@ def _bench(args: argparse.Namespace) -> int:
 
     from offrl.bench.report import build_report, collect
     from offrl.bench.suite import load_suite
-    from offrl.bench.sweep import build_missing, run_suite
+    from offrl.bench.sweep import build_missing, run_suite, task_dir
 
     started = time.time()
-    suite = load_suite(args.suite, build_missing=True)   # every error before any run starts
+    whole = load_suite(args.suite, build_missing=True)   # every error before any run starts
+    suite = whole.select(_names(args.agents), _names(args.datasets))
     build_missing(suite, progress=False if args.no_progress else None)
     out = Path(args.out or Path("runs") / suite.name)
-    dirs = run_suite(suite, out, args.workers, args.launcher, args.address, args.gpus_per_task, args.force,
-                     progress=False if args.no_progress else None)
+    run_suite(suite, out, args.workers, args.launcher, args.address, args.gpus_per_task, args.force,
+              progress=False if args.no_progress else None)
+    # the report covers every finished run of the whole suite in `out`, so a table grows row by row
+    dirs = [task_dir(out, t) for t in whole.tasks if (task_dir(out, t) / "final.json").exists()]
     report_dir = Path(args.report_dir or Path("results") / suite.name)
     # the regenerate line: the same command whether or not progress bars were shown
     command = shlex.join(a for a in ["offrl", *_with_bench_run(sys.argv[1:])] if a != "--no-progress").replace(
@@ -255,6 +258,11 @@ def _bench(args: argparse.Namespace) -> int:
     print(text[text.index("## Per dataset, final"):text.index("## Per dataset, best")].strip())
     print(f"\nreport: {report}  (wall time {time.time() - started:.0f} s, this command from start to end)")
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _pgd_train(args: argparse.Namespace) -> int:
@@ -453,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=f"built-in suites: {suites}")
     bsub = b.add_subparsers(dest="bench_command", metavar="{run,speed}")
     b.set_defaults(func=_bench, suite="quick", workers=2, launcher="local", address=None, gpus_per_task=0.0, out=None,
-                   report_dir=None, force=False, no_progress=False)
+                   report_dir=None, force=False, no_progress=False, agents=None, datasets=None)
     br = bsub.add_parser("run", help="run a suite (the default: `offrl bench SUITE` means `offrl bench run SUITE`)",
                          epilog=f"built-in suites: {suites}",
                          )
@@ -464,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--gpus-per-task", type=float, default=0.0, help="Ray GPUs per task (fractions allowed)")
     br.add_argument("--out", help="run directories (default runs/<suite>)")
     br.add_argument("--report-dir", help="report folder (default results/<suite>)")
+    br.add_argument("--agents", help="run only these agent labels of the suite (comma-separated); the report "
+                                     "still covers every finished run in --out")
+    br.add_argument("--datasets", help="run only these datasets of the suite (comma-separated)")
     br.add_argument("--force", action="store_true", help="rerun finished runs")
     br.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     br.set_defaults(func=_bench)

@@ -113,6 +113,31 @@ def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tm
     assert "building the report" in p.stdout and p.stdout.count("wall time") == 1
 
 
+
+def test_agents_and_datasets_options_run_part_of_a_suite_and_the_report_grows(tmp_path, tiny_reference):
+    """`--agents/--datasets` run a subset (one agent's row); the report covers every finished run in --out,
+    and finishing the rest by parts gives the whole sweep's scores exactly."""
+    d = _suite_dir(tmp_path, "parts")
+    mixed = "offrl/invertedpendulum/scripted-mixed-small-v0"
+    for bad, message in ((("--agents", "bc,td3"), "suite tiny has no agent 'td3'"),
+                         (("--datasets", "offrl/invertedpendulum/nothing-v0"), "suite tiny has no dataset"),
+                         (("--agents", ","), "no agent named: give one or more of bc, td3_bc-small")):
+        p = run_cli("bench", "tiny.yaml", "--no-progress", *bad, cwd=d)
+        assert p.returncode == 2 and message in p.stderr, p.stderr
+        assert not (d / "runs").exists()
+    p = run_cli("bench", "tiny.yaml", "--no-progress", "--workers", "1", "--agents", "bc", "--datasets", mixed, cwd=d)
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.parent.relative_to(d / "runs" / "tiny").as_posix() for x in (d / "runs").rglob("final.json")) == [
+        "bc/offrl_invertedpendulum_scripted-mixed-small-v0"]
+    assert "suite tiny: 1 run (0 finished)" in p.stdout
+    p = run_cli("bench", "tiny.yaml", "--no-progress", "--workers", "1", "--agents", "td3_bc-small", cwd=d)
+    assert p.returncode == 0, p.stderr
+    rows = _outputs(d)[1].splitlines()[1:]
+    assert {(r.split(",")[0], r.split(",")[1]) for r in rows} >= {("bc", mixed), ("td3_bc-small", mixed)}
+    assert not any(r.startswith("bc,offrl/invertedpendulum/scripted-noisy") for r in rows)
+    assert run_cli("bench", "tiny.yaml", "--no-progress", "--workers", "1", cwd=d).returncode == 0
+    assert _outputs(d)[1] == tiny_reference
+
 # Ray is an optional launcher (pip install ".[ray]"); its sweep (57 s here: Ray's start-up) runs with -m slow (CI time).
 @pytest.mark.slow
 def test_ray_launcher_gives_the_local_scores_and_listens_on_loopback_only(tmp_path, tiny_reference):

@@ -22,6 +22,7 @@ the exact `offrl datasets make` command.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,22 @@ class Suite:
     compare: list[tuple[str, str]]
     settings: dict[str, Any] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)   # env id → zoo levels to build first
+
+    def select(self, agents: list[str] | None = None, datasets: list[str] | None = None) -> Suite:
+        """The suite cut down to these agent labels and datasets (None: all), in the suite's order; an
+        unknown name is an error that lists the suite's own. For adding one agent's row to a table."""
+        for asked, have, what in ((agents, self.labels, "agent"), (datasets, self.datasets, "dataset")):
+            if asked is not None and not asked:
+                raise SuiteError(f"no {what} named: give one or more of {', '.join(have)}, comma-separated")
+            for name in asked or []:
+                if name not in have:
+                    raise SuiteError(f"suite {self.name} has no {what} {name!r}{closest(name, have)}; "
+                                     f"its {what}s: {', '.join(have)}")
+        keep = lambda t: (agents is None or t.label in agents) and (datasets is None or t.dataset in datasets)
+        tasks = [t for t in self.tasks if keep(t)]
+        needed = {zoo_level(t.dataset)[:2] for t in tasks if zoo_level(t.dataset) is not None}
+        missing = {env: [lv for lv in lvs if (env, lv) in needed] for env, lvs in self.missing.items()}
+        return dataclasses.replace(self, tasks=tasks, missing={env: lvs for env, lvs in missing.items() if lvs})
 
 
 # Run settings an agent entry may change with `run:` (the rest are the suite's, the same for every entry).
