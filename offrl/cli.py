@@ -357,8 +357,18 @@ def _report(args: argparse.Namespace) -> int:
             notes = Path(args.notes).read_text()
         except OSError as e:
             raise OffrlError(f"--notes {args.notes}: {(e.strerror or str(e)).lower()}; give a Markdown file") from None
-    report = build_report(collect(args.dirs), out, title=args.title,
-                          command=shlex.join(["offrl", "report", *sys.argv[2:]]), wall_time=args.wall_time, notes=notes)
+    runs = collect(args.dirs)
+    compare = None
+    if args.compare is not None:
+        labels = sorted({r.label for r in runs})
+        pairs = [tuple(x.strip() for x in pair.split(":")) for pair in args.compare.split(",") if pair.strip()]
+        for pair in pairs or [("",)]:
+            if len(pair) != 2 or not all(x in labels for x in pair):
+                raise OffrlError(f"--compare {args.compare!r}: give pairs X:Y of agent labels found in the runs "
+                                 f"({', '.join(labels)}), comma-separated, e.g. {labels[-1]}:{labels[0]}")
+        compare = pairs
+    report = build_report(runs, out, title=args.title, command=shlex.join(["offrl", "report", *sys.argv[2:]]),
+                          compare=compare, wall_time=args.wall_time, notes=notes)
     if args.out and args.out.endswith(".md") and Path(args.out) != report:
         report.rename(args.out)
         report = Path(args.out)
@@ -485,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default="offrl report", help="the report's heading")
     r.add_argument("--wall-time", action="store_true", help="add each agent's run wall times (a Compute table)")
     r.add_argument("--notes", metavar="FILE", help="a Markdown file placed under '## Notes' in the report")
+    r.add_argument("--compare", metavar="X:Y,...", help="probability-of-improvement pairs P(X > Y) (default: each "
+                                                    "agent against the first); a suite's compare: list")
     r.set_defaults(func=_report)
 
     pg = sub.add_parser("pgd", help="policy-guided diffusion: train a trajectory model for the `pgd` source")
