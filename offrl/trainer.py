@@ -273,6 +273,10 @@ class Trainer:
         self._collector: OnlineCollector | None = None
         self._saved_online_env: dict[str, Any] | None = None
         self._first_bad: torch.Tensor | None = None
+        # The latest value of each metric since the last train line: a sub-step that runs every k updates
+        # (TD3's delayed actor, FamO2O's balance model) reports only on its own updates, which a log step
+        # may miss; its last value is logged with the line.
+        self._recent: dict[str, torch.Tensor] = {}
         if resume and self.ckpt_path.exists():
             self._load_checkpoint()
         elif resume and (self.out / "final.json").exists():
@@ -300,6 +304,7 @@ class Trainer:
                  "online_step": self.online_step, "updates": self.updates, "evals": [e.to_json() for e in self.evals],
                  "online_episodes": self.online_episodes, "metrics_bytes": self.metrics_bytes,
                  "wall_seconds": self.wall_before + time.time() - self._started,
+                 "recent_metrics": {k: v.cpu() for k, v in self._recent.items()},
                  "online_env": None if self._collector is None else self._collector.state()}
         with self._writing("the checkpoint"):
             atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
@@ -328,6 +333,7 @@ class Trainer:
         self.online_episodes = state["online_episodes"]
         self.metrics_bytes = state["metrics_bytes"]
         self.wall_before = state.get("wall_seconds", 0.0)        # (checkpoints before it was kept: 0)
+        self._recent = {k: v.to(self.device) for k, v in state.get("recent_metrics", {}).items()}   # (older: none)
         self._saved_online_env = state["online_env"]
         self.resumed = True
         self.resumed_from = self._global_step()
@@ -518,8 +524,12 @@ class Trainer:
         `checkpoint_every` steps of the phase, and all three at its last step."""
         run, last = self.run, s == total
         self._bar.update(1)
-        if metrics is not None and (s % run.log_every == 0 or last):
-            self._log_metrics(metrics)
+        if metrics is not None:
+            # a CUDA graph's outputs are overwritten by its next replay: keep copies of what is carried
+            self._recent.update(metrics if run.compile_mode != "cuda-graphs" else {k: v.clone() for k, v in metrics.items()})
+            if s % run.log_every == 0 or last:
+                self._log_metrics(self._recent)
+                self._recent = {}
         if (run.eval_every and s % run.eval_every == 0) or last:
             self._check_finite()
             self._evaluate(phase)

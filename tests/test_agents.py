@@ -3,6 +3,7 @@ through update, act, save, load, resume-equals-uninterrupted, and member indepen
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -98,6 +99,29 @@ def test_resume_equals_uninterrupted(name, pendulum_dataset, tmp_path):
         for pid, st in a["optimizers"][opt]["state"].items():
             for key, t in st.items():
                 assert torch.equal(t, b["optimizers"][opt]["state"][pid][key]), (opt, pid, key)
+
+
+
+@pytest.mark.parametrize("name,key,period", [("td3_bc", "actor_loss", 2), ("famo2o_iql", "balance_loss", 5)])
+def test_metrics_of_periodic_sub_steps_reach_every_train_line_and_survive_resume(name, key, period, pendulum_dataset,
+                                                                                  tmp_path):
+    """A sub-step that runs every k updates (TD3's delayed actor, FamO2O's balance model) is logged with its
+    latest value even when the log step falls between its updates (here always: update i runs it when i % k
+    == 0 and the log lines come after updates 4, 9, 14, 19), and a resume from a checkpoint taken between
+    two log lines logs the same values as the uninterrupted run."""
+    def run_cfg():
+        return RunConfig(agent=name, dataset="pendulum", env="InvertedPendulum-v5", seeds=2, seed=3, steps=20,
+                         eval_episodes=0, log_every=5, checkpoint_every=7, agent_config=dict(SMALL))
+    straight = Trainer(run_cfg(), tmp_path / "straight", progress=False, dataset=pendulum_dataset)
+    straight.train()
+    records = _train_records(tmp_path / "straight")
+    assert [step for step, _ in records] == [5, 10, 15, 20]
+    assert all(key in r and all(map(math.isfinite, r[key])) for _, r in records), records
+    assert len({tuple(r[key]) for _, r in records}) == 4                   # a fresh value each line, not a stale one
+    first = Trainer(run_cfg(), tmp_path / "resumed", progress=False, dataset=pendulum_dataset)
+    assert first.train(until=7) is None                                    # checkpoint after update 6: update 5 carried
+    Trainer(run_cfg(), tmp_path / "resumed", resume=True, progress=False, dataset=pendulum_dataset).train()
+    assert _train_records(tmp_path / "resumed") == records
 
 
 def _slice_state(state, k, S):
