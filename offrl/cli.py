@@ -361,7 +361,7 @@ def _report(args: argparse.Namespace) -> int:
     compare = None
     if args.compare is not None:
         labels = sorted({r.label for r in runs})
-        pairs = [tuple(x.strip() for x in pair.split(":")) for pair in args.compare.split(",") if pair.strip()]
+        pairs = [tuple(x.strip() for x in pair.split(":")) for pair in _names(args.compare)]
         for pair in pairs or [("",)]:
             if len(pair) != 2 or not all(x in labels for x in pair):
                 raise OffrlError(f"--compare {args.compare!r}: give pairs X:Y of agent labels found in the runs "

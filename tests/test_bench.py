@@ -113,7 +113,6 @@ def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tm
     assert "building the report" in p.stdout and p.stdout.count("wall time") == 1
 
 
-
 def test_agents_and_datasets_options_run_part_of_a_suite_and_the_report_grows(tmp_path, tiny_reference):
     """`--agents/--datasets` run a subset (one agent's row); the report covers every finished run in --out,
     and finishing the rest by parts gives the whole sweep's scores exactly."""
@@ -143,6 +142,7 @@ def test_agents_and_datasets_options_run_part_of_a_suite_and_the_report_grows(tm
     assert re.search(r"^\| bc \| td3_bc-small \| \d", (d / "rep" / "REPORT.md").read_text(), re.M)
     p = run_cli("report", "runs/tiny", "--out", "rep", "--compare", "bc:td3_bc", cwd=d)
     assert p.returncode == 2 and "give pairs X:Y of agent labels found in the runs (bc, td3_bc-small)" in p.stderr
+
 
 # Ray is an optional launcher (pip install ".[ray]"); its sweep (57 s here: Ray's start-up) runs with -m slow (CI time).
 @pytest.mark.slow

@@ -84,7 +84,7 @@ class Suite:
                                      f"its {what}s: {', '.join(have)}")
         keep = lambda t: (agents is None or t.label in agents) and (datasets is None or t.dataset in datasets)
         tasks = [t for t in self.tasks if keep(t)]
-        needed = {zoo_level(t.dataset)[:2] for t in tasks if zoo_level(t.dataset) is not None}
+        needed = {zoo[:2] for zoo in map(zoo_level, dict.fromkeys(t.dataset for t in tasks)) if zoo is not None}
         missing = {env: [lv for lv in lvs if (env, lv) in needed] for env, lvs in self.missing.items()}
         return dataclasses.replace(self, tasks=tasks, missing={env: lvs for env, lvs in missing.items() if lvs})
 
