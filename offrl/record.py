@@ -123,6 +123,8 @@ class RunRecord:
     wall_seconds: float | None = None           # training wall time over all sessions (each up to its last
                                                 # checkpoint, the last one to the end); None in older runs
     diagnostics: dict[str, dict[str, Any]] | None = None   # the agent's distributions at the last evaluation
+    dataset_hash: str | None = None             # sha256 of the training transitions (Dataset.content_hash);
+                                                # None online-only and in older runs
 
     @property
     def run_seconds(self) -> float:
@@ -148,6 +150,8 @@ class RunRecord:
             "eval_episodes": self.eval_episodes, "steps": self.steps, "online_steps": self.online_steps,
             "ref_min_score": self.ref_min_score, "ref_max_score": self.ref_max_score, "ref_source": self.ref_source,
             "wall_seconds_last_session": self.wall_seconds_last_session, "statistics": STATISTICS}
+        if self.dataset_hash is not None:
+            out["dataset_content_hash"] = self.dataset_hash
         if self.wall_seconds is not None:
             out["wall_seconds"] = self.wall_seconds
         for stat in ("final", "best", "offline_final"):
@@ -168,7 +172,7 @@ class RunRecord:
                    d["ref_min_score"], d["ref_max_score"], d["ref_source"], d["wall_seconds_last_session"],
                    block("final"), block("best"), block("offline_final"), d.get("final_episode_returns"),
                    Risk.from_json(d["risk"]) if "risk" in d else None, label or d["agent"], evaluations or [],
-                   d.get("wall_seconds"), d.get("diagnostics"))
+                   d.get("wall_seconds"), d.get("diagnostics"), d.get("dataset_content_hash"))
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunRecord":

@@ -70,6 +70,7 @@ class Assembly:
     time_feature: bool
     ref: tuple[float | None, float | None]
     ref_source: str
+    dataset_hash: str | None = None    # sha256 of the transitions as loaded (= a zoo level's offrl_content_hash)
 
 
 def check_run(run: RunConfig) -> type[Agent]:
@@ -94,6 +95,9 @@ def assemble(run: RunConfig, agent_cls: type[Agent], dataset: Dataset | None = N
     dataset = dataset if dataset is not None else (
         load_dataset(run.dataset, download=run.download, env_id=run.env) if run.dataset else None)
     env_id = run.env or (dataset.env_id if dataset else None)
+    # Before any fitting: the zoo's levels rebuilt on another CPU differ in their bytes (the policies'
+    # forward passes round differently), and reports must see which runs share a build.
+    dataset_hash = dataset.content_hash() if dataset is not None else None
     needs_env = run.online_steps > 0 or run.eval_episodes > 0
     if needs_env and env_id is None:
         raise OffrlError(f"dataset {run.dataset} names no environment; pass --env ENV_ID "
@@ -123,7 +127,7 @@ def assemble(run: RunConfig, agent_cls: type[Agent], dataset: Dataset | None = N
     spec = Spec.from_dataset(dataset, domain) if dataset is not None else Spec(obs_dim, act_dim, domain)
     ref = (dataset.ref_min_score, dataset.ref_max_score) if dataset else (None, None)
     return Assembly(dataset, env_id, domain, cfg, loop, spec, time_feature, ref,
-                    dataset.ref_source if dataset else "none")
+                    dataset.ref_source if dataset else "none", dataset_hash)
 
 
 def build_buffer(run: RunConfig, a: Assembly, agent: Agent, device: torch.device) -> Buffer:
@@ -249,6 +253,14 @@ class Trainer:
 
         a = self.assembly = assemble(run, agent_cls, dataset)
         self.dataset, self.env_id, self.domain, self.cfg, self.loop = a.dataset, a.env_id, a.domain, a.cfg, a.loop
+        self.dataset_hash = a.dataset_hash
+        if resume and self.ckpt_path.exists() and (self.out / "config.json").exists():
+            started_on = (json.loads((self.out / "config.json").read_text()).get("dataset") or {}).get("content_hash")
+            if started_on is not None and started_on != self.dataset_hash:
+                raise OffrlError(f"--resume: {self.out} was started on another build of {run.dataset} (sha256 "
+                                 f"{started_on[:12]}…, now {str(self.dataset_hash)[:12]}…; rebuilt, or made on another "
+                                 "machine); continuing would mix two datasets in one run: restore the dataset it "
+                                 "started on, or delete the run directory to start afresh")
         self.spec, self.time_feature, self.ref, self.ref_source = a.spec, a.time_feature, a.ref, a.ref_source
         self.threads, self.threads_why = (run.threads, "--threads") if run.threads > 0 else auto_threads()
         torch.set_num_threads(self.threads)
@@ -290,7 +302,7 @@ class Trainer:
                 "dataset": None if self.dataset is None else {
                     "name": self.dataset.name, "source": self.dataset.source, "transitions": len(self.dataset),
                     "episodes": self.dataset.num_episodes, "ref_min_score": self.ref[0],
-                    "ref_max_score": self.ref[1], "ref_source": self.ref_source}}
+                    "ref_max_score": self.ref[1], "ref_source": self.ref_source, "content_hash": self.dataset_hash}}
 
     def _normalized(self, returns: np.ndarray) -> np.ndarray | None:
         if self.ref[0] is None or self.ref[1] is None:
@@ -601,7 +613,8 @@ class Trainer:
         run = self.run
         out = RunRecord(run.agent, run.dataset, self.env_id, run.seeds, run.eval_episodes, run.steps, run.online_steps,
                         self.ref[0], self.ref[1], self.ref_source, round(wall, 2), label=run.label or run.agent,
-                        evaluations=list(self.evals), wall_seconds=round(self.wall_before + wall, 2))
+                        evaluations=list(self.evals), wall_seconds=round(self.wall_before + wall, 2),
+                        dataset_hash=self.dataset_hash)
         if not self.evals:
             return out
         returns = np.array([e.returns for e in self.evals])          # [n_evals, S]

@@ -101,6 +101,30 @@ def test_resume_equals_uninterrupted(name, pendulum_dataset, tmp_path):
                 assert torch.equal(t, b["optimizers"][opt]["state"][pid][key]), (opt, pid, key)
 
 
+def test_runs_record_the_data_they_trained_on_and_refuse_to_resume_on_another_build(pendulum_dataset, tmp_path):
+    """The dataset's sha256 goes into config.json and final.json; a half-done run whose dataset was rebuilt
+    (here: one reward moved by one float32 step) stops with an error instead of mixing the two."""
+    import dataclasses
+
+    import numpy as np
+
+    from offrl.record import RunRecord
+
+    run = RunConfig(agent="td3_bc", dataset="pendulum", env="InvertedPendulum-v5", seeds=1, steps=6, eval_episodes=1,
+                    eval_every=6, checkpoint_every=100, agent_config=dict(SMALL))
+    rewards = pendulum_dataset.rewards.copy()
+    rewards[7] = np.nextafter(rewards[7], np.float32(np.inf))
+    rebuilt = dataclasses.replace(pendulum_dataset, rewards=rewards)
+    assert rebuilt.content_hash() != pendulum_dataset.content_hash()
+    Trainer(run, tmp_path / "r", progress=False, dataset=pendulum_dataset).train(until=3)
+    with pytest.raises(OffrlError, match="another build of pendulum"):
+        Trainer(run, tmp_path / "r", resume=True, progress=False, dataset=rebuilt)
+    Trainer(run, tmp_path / "r", resume=True, progress=False, dataset=pendulum_dataset).train()
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["dataset"]["content_hash"] == pendulum_dataset.content_hash()
+    assert RunRecord.load(tmp_path / "r").dataset_hash == pendulum_dataset.content_hash()
+
+
 @pytest.mark.parametrize("name,key", [("td3_bc", "actor_loss"), ("famo2o_iql", "balance_loss")])
 def test_metrics_of_periodic_sub_steps_reach_every_train_line_and_survive_resume(name, key, pendulum_dataset, tmp_path):
     """A sub-step that runs every k updates (TD3's delayed actor, k = 2; FamO2O's balance model, k = 5) is logged

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY, bench_tiny, run_cli
-from offrl.bench.report import (aggregates, compute_table, improvement_probability, iqm, mean_std, probability_of_improvement,
-                                score_distribution)
+from offrl.bench.report import (aggregates, compute_table, data_builds, improvement_probability, iqm, mean_std,
+                                probability_of_improvement, score_distribution)
 from offrl.bench.suite import SuiteError, load_suite
 from offrl.record import RunRecord
 
@@ -206,3 +206,15 @@ def test_compute_table_sums_sessions_and_flags_runs_that_kept_only_the_last():
     assert any(line.startswith("1 run (iql on b) recorded only the last session's time") for line in lines)
     assert any(line.startswith("Every run recorded") for line in compute_table([run("b", 1200.0, None)]))
     assert not any("only its last" in line for line in compute_table([run("a", 600.0, 1800.0)]))
+
+
+def test_data_builds_section_names_the_agents_of_each_build_and_is_absent_when_all_share_one():
+    def run(label, dataset, ref_max, digest=None):
+        return RunRecord(label, dataset, "Hopper-v5", 3, 10, 100, 0, 16.8, ref_max, "test", 1.0, label=label,
+                         dataset_hash=digest)
+    same = [run("iql", "h", 1282.33), run("td3_bc", "h", 1282.33, "a" * 64), run("bc", "w", 900.0)]
+    assert data_builds(same) == []                        # a run without a hash joins the build of equal refs
+    rows = [line for line in data_builds(same + [run("awac", "h", 1281.41, "b" * 64), run("cql", "h", 1282.33, "c" * 64)])
+            if line.startswith("| h |")]
+    assert rows == ["| h | 16.80, 1282.33 | aaaaaaaaaaaa… | td3_bc |", "| h | 16.80, 1282.33 | cccccccccccc… | cql |",
+                    "| h | 16.80, 1282.33 | not recorded | iql |", "| h | 16.80, 1281.41 | bbbbbbbbbbbb… | awac |"], rows

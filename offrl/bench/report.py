@@ -244,6 +244,35 @@ def _fmt(m: float, s: float) -> str:
     return f"{m:.1f} ± {s:.1f}"
 
 
+def data_builds(runs: list[RunRecord]) -> list[str]:
+    """A "Data builds" section when runs reported under one dataset name trained on different data: the
+    zoo's levels rebuilt on another machine keep their name but not their bytes (reference scores and
+    content hash differ). Builds are told apart by reference scores and, where recorded, the sha256 of the
+    transitions; a run without a hash joins the build of equal reference scores. Empty when all agree."""
+    out = []
+    for name in dict.fromkeys(r.name for r in runs):
+        same = [r for r in runs if r.name == name and r.ref_max_score is not None]
+        builds: dict[tuple, list[RunRecord]] = {}
+        for refs in dict.fromkeys((r.ref_min_score, r.ref_max_score) for r in same):
+            group = [r for r in same if (r.ref_min_score, r.ref_max_score) == refs]
+            hashes = list(dict.fromkeys(r.dataset_hash for r in group if r.dataset_hash))
+            for h in hashes if len(hashes) > 1 else [hashes[0] if hashes else None]:
+                builds[(*refs, h)] = [r for r in group if r.dataset_hash == h or (len(hashes) <= 1 and not r.dataset_hash)]
+            if len(hashes) > 1 and any(not r.dataset_hash for r in group):
+                builds[(*refs, None)] = [r for r in group if not r.dataset_hash]
+        if len(builds) > 1:
+            for (lo, hi, h), members in builds.items():
+                out.append(f"| {name} | {lo:.2f}, {hi:.2f} | {h[:12] + '…' if h else 'not recorded'} | "
+                           f"{', '.join(dict.fromkeys(r.label for r in members))} |")
+    if not out:
+        return []
+    return ["## Data builds", "", "Some datasets below were not the same data for every agent: the same level "
+            "built on different machines (the behaviour policies' forward passes round differently per CPU, so "
+            "the sampled episodes diverge; same policies, same seeds, same size). Rows on different builds "
+            "compare agents on different samples of the same behaviour, not on the same transitions.", "",
+            "| dataset | reference scores (min, max) | sha256 | agents |", "|---|---|---|---|", *out, ""]
+
+
 def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl report", command: str = "",
                  compare: list[tuple[str, str]] | None = None, wall_time: bool = False, notes: str = "") -> Path:
     """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path. wall_time:
@@ -272,6 +301,7 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
               f"episode{'s' * (episodes != [1])} per seed per evaluation. Numbers are {unit}. "
               "**final** = last evaluation of each seed; **best** = each seed's maximum over its evaluations "
               "(optimistic: it selects on the evaluation episodes). Tables: mean ± std over seeds (ddof 0).", ""]
+    lines += data_builds(runs)
     for stat in ("final", "best"):
         lines += [f"## Per dataset, {stat}", "", "| dataset | " + " | ".join(labels) + " |",
                   "|---|" + "---|" * len(labels)]
