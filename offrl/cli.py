@@ -252,8 +252,11 @@ def _bench(args: argparse.Namespace) -> int:
     command = shlex.join(a for a in ["offrl", *_with_bench_run(sys.argv[1:])] if a != "--no-progress").replace(
         "offrl bench run", "offrl bench")
     print(f"building the report in {report_dir} (bootstrap confidence intervals and plots) ...", flush=True)
+    # a NOTES.md kept in the report folder (what the numbers mean, orderings investigated) stays in the report
+    notes_file = report_dir / "NOTES.md"
+    notes = notes_file.read_text() if notes_file.is_file() else ""
     report = build_report(collect(dirs), report_dir, title=f"Suite `{suite.name}`", command=command,
-                          compare=suite.compare, wall_time=bool(suite.settings["report_wall_time"]))
+                          compare=suite.compare, wall_time=bool(suite.settings["report_wall_time"]), notes=notes)
     text = report.read_text()
     print(text[text.index("## Per dataset, final"):text.index("## Per dataset, best")].strip())
     print(f"\nreport: {report}  (wall time {time.time() - started:.0f} s, this command from start to end)")

@@ -134,8 +134,10 @@ def test_agents_and_datasets_options_run_part_of_a_suite_and_the_report_grows(tm
     rows = _outputs(d)[1].splitlines()[1:]
     assert {(r.split(",")[0], r.split(",")[2]) for r in rows} == {("bc", mixed), ("td3_bc-small", mixed),
                                                                   ("td3_bc-small", mixed.replace("mixed", "noisy"))}
+    (d / "results" / "tiny" / "NOTES.md").write_text("Orderings checked against the papers.\n")
     assert run_cli("bench", "tiny.yaml", "--no-progress", "--workers", "1", cwd=d).returncode == 0
     assert _outputs(d)[1] == tiny_reference
+    assert "## Notes\n\nOrderings checked against the papers." in (d / "results" / "tiny" / "REPORT.md").read_text()
     # offrl report --compare: the suite's pairs for a report built from run records (default: each vs the first)
     p = run_cli("report", "runs/tiny", "--out", "rep", "--compare", "bc:td3_bc-small", cwd=d)
     assert p.returncode == 0, p.stderr
