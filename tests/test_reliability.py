@@ -2,6 +2,7 @@
 disks, unwritable folders; each one ends in one clear line and loses nothing already finished."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -264,13 +265,22 @@ def test_the_non_finite_message_names_a_checkpoint_only_when_there_is_one(pendul
 
 
 def test_the_non_finite_message_names_the_last_good_checkpoint(tmp_path):
-    """Paused with a checkpoint at step 40, resumed on rewards of 1e30 (their squared TD errors overflow)."""
+    """Paused with a checkpoint at step 40, resumed on rewards of 1e30 (their squared TD errors overflow).
+
+    A run records its data's sha256 and refuses to resume on other data; a run directory from before runs
+    recorded it (no `dataset.content_hash` in config.json) resumes on what it is given, which is how the
+    rewards are swapped here."""
     episodes = pendulum_episodes(4, max_steps=200)
     def dataset(scale):
         return Dataset.from_episodes([replace(e, rewards=e.rewards * scale) for e in episodes], where="test",
                                      name="scripted/invertedpendulum/mixed-v0", env_id="InvertedPendulum-v5")
     run, out = _run(steps=100, eval_every=0, checkpoint_every=20), tmp_path / "r"
     assert Trainer(run, out, progress=False, dataset=dataset(1.0)).train(until=40) is None
+    with pytest.raises(OffrlError, match="another build of"):
+        Trainer(run, out, resume=True, progress=False, dataset=dataset(1e30))
+    config = json.loads((out / "config.json").read_text())
+    del config["dataset"]["content_hash"]
+    (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(OffrlError, match=r"non-finite at step 41 .*its last good checkpoint is \S*checkpoint.pt "
                                          r"\(step 40\)"):
         Trainer(run, out, resume=True, progress=False, dataset=dataset(1e30)).train()
