@@ -38,10 +38,10 @@ from offrl.envs import LEVELS, RECIPES, Recipe, Task, find_task
 from offrl.evaluate import EnvBatch, rollout_episodes
 from offrl.nets import TanhGaussianActor
 from offrl.record import Evaluation
-from offrl.utils import closest, torch_threads, write_json
+from offrl.utils import closest, write_json
 
 MEDIUM_FRACTION = 1 / 3
-ROLLOUT_THREADS = 1
+ACTION_GRID = 2.0 ** -16       # behaviour actions are rounded to this grid (see actor_policy)
 
 
 def recipe_for(env_id: str, budget: str) -> tuple[Task, Recipe]:
@@ -168,10 +168,33 @@ def rollout(env_id: str, policy: Callable[[np.ndarray], np.ndarray], transitions
     return episodes
 
 
-def actor_policy(actor: TanhGaussianActor, deterministic: bool) -> Callable[[np.ndarray], np.ndarray]:
-    @torch.no_grad()
+def actor_policy(actor: TanhGaussianActor, deterministic: bool, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """obs [n, O] → actions [n, A] in [-1, 1] of a behaviour policy, the same on every CPU.
+
+    A float32 forward pass rounds differently per CPU (GEMM kernel, vector width, thread split), and one
+    differing last bit of an action sends a MuJoCo episode elsewhere: the zoo's levels came out different
+    on every machine. So the actor runs here in float64 NumPy, and its action (tanh(μ + σ·ε), or tanh(μ)
+    when deterministic) is rounded to a grid of ACTION_GRID, exact in float32: two CPUs' float64 results
+    differ by ~1e-14, and both round to the same grid point unless one lies that close to a grid
+    midpoint (chance ~1e-9 per action element). ε comes from NumPy's PCG64 stream seeded with `seed`,
+    which NumPy keeps identical across platforms."""
+    if actor.affine or len(actor.net.norms) or actor.net.activate_final:
+        raise ValueError("actor_policy: a zoo behaviour policy is a plain ReLU MLP (no LayerNorm, no log σ affine)")
+    layers = [(layer.weight.detach()[0].double().numpy(), layer.bias.detach()[0].double().numpy())
+              for layer in actor.net.layers]
+    rng = np.random.default_rng(seed)
+
     def policy(obs: np.ndarray) -> np.ndarray:
-        return actor(torch.as_tensor(obs)[None], deterministic)[0][0].numpy()
+        x = np.asarray(obs, np.float64)
+        for i, (w, b) in enumerate(layers):
+            x = x @ w + b
+            if i < len(layers) - 1:
+                x = np.maximum(x, 0.0)
+        mean, log_std = x[:, :actor.act_dim], x[:, actor.act_dim:]
+        if not deterministic:
+            log_std = np.clip(log_std, actor.log_std_min, actor.log_std_max)
+            mean = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
+        return (np.round(np.tanh(mean) / ACTION_GRID) * ACTION_GRID).astype(np.float32)
     return policy
 
 
@@ -243,56 +266,54 @@ def make_datasets(env_id: str, levels: list[str] | None = None, budget: str = "q
         index = export_policies(behaviour, policies_dir, trainer.evals,
                                 json.loads((behaviour / "config.json").read_text()) | {"env": env_id},
                                 trainer.spec.obs_dim, trainer.spec.act_dim)
-    # Rollouts with a fixed thread count: the policies' forward passes round differently with 1 and 2
-    # threads, and the ladder must not depend on the load of the machine (or on what ran earlier in the
-    # process). 1 is the count the committed ladder (results/datasets.md) was made with: rebuilt with 2,
-    # hopper medium has 3,778 episodes of mean return 640.1 instead of 3,774 and 640.9.
-    with torch_threads(ROLLOUT_THREADS):
-        actors = {s["name"]: load_policy(policies_dir / f"{s['name']}.pt")[0] for s in index["snapshots"]}
-        act_dim = next(iter(actors.values())).act_dim
-        log(f"[2/3] reference scores over {recipe.ref_episodes} episodes each")
-        ref_min = mean_return(env_id, uniform_policy(act_dim, seed + 11), recipe.ref_episodes, 50_000 + seed * 1000)
-        ref_max = mean_return(env_id, actor_policy(actors[index["expert"]], True), recipe.ref_episodes, 60_000 + seed * 1000)
-        log(f"      ref_min_score {ref_min:.2f} (uniform random), ref_max_score {ref_max:.2f} (expert, deterministic)")
+    # Rollouts run the policies in float64 with rounded actions (actor_policy), so the levels are the
+    # same on every CPU and at any thread count. Levels built before that rule (no `offrl_rollout` in
+    # their metadata; results/datasets.md's among them) differ per machine: README, "The dataset zoo".
+    actors = {s["name"]: load_policy(policies_dir / f"{s['name']}.pt")[0] for s in index["snapshots"]}
+    act_dim = next(iter(actors.values())).act_dim
+    log(f"[2/3] reference scores over {recipe.ref_episodes} episodes each")
+    ref_min = mean_return(env_id, uniform_policy(act_dim, seed + 11), recipe.ref_episodes, 50_000 + seed * 1000)
+    ref_max = mean_return(env_id, actor_policy(actors[index["expert"]], True), recipe.ref_episodes, 60_000 + seed * 1000)
+    log(f"      ref_min_score {ref_min:.2f} (uniform random), ref_max_score {ref_max:.2f} (expert, deterministic)")
 
-        names = [s["name"] for s in index["snapshots"]]
-        upto_medium = names[:names.index(index["medium"]) + 1]
-        sources = {"random": [index["random-init"]], "medium": [index["medium"]], "expert": [index["expert"]],
-                   "medium-replay": upto_medium, "full-replay": names}
-        cache: dict[str, list[Episode]] = {}
+    names = [s["name"] for s in index["snapshots"]]
+    upto_medium = names[:names.index(index["medium"]) + 1]
+    sources = {"random": [index["random-init"]], "medium": [index["medium"]], "expert": [index["expert"]],
+               "medium-replay": upto_medium, "full-replay": names}
+    cache: dict[str, list[Episode]] = {}
 
-        def episodes_of(level: str) -> list[Episode]:
-            if level == "medium-expert":
-                return episodes_of("medium") + episodes_of("expert")
-            if level not in cache:
-                pols = sources[level]
-                share = [recipe.transitions // len(pols) + (i < recipe.transitions % len(pols)) for i in range(len(pols))]
-                eps: list[Episode] = []
-                for k, (name, n) in enumerate(zip(pols, share)):
-                    level_seed = seed * 100 + LEVELS.index(level) * 10_000 + k
-                    torch.manual_seed(level_seed)
-                    eps += rollout(env_id, actor_policy(actors[name], False), n, level_seed)
-                cache[level] = eps
-            return cache[level]
+    def episodes_of(level: str) -> list[Episode]:
+        if level == "medium-expert":
+            return episodes_of("medium") + episodes_of("expert")
+        if level not in cache:
+            pols = sources[level]
+            share = [recipe.transitions // len(pols) + (i < recipe.transitions % len(pols)) for i in range(len(pols))]
+            eps: list[Episode] = []
+            for k, (name, n) in enumerate(zip(pols, share)):
+                level_seed = seed * 100 + LEVELS.index(level) * 10_000 + k
+                eps += rollout(env_id, actor_policy(actors[name], False, level_seed), n, level_seed)
+            cache[level] = eps
+        return cache[level]
 
-        log(f"[3/3] levels {', '.join(todo)} → {root}")
-        written = {}
-        for lv in todo:
-            eps = episodes_of(lv)
-            ds = Dataset.from_episodes(eps, where=ids[lv])
-            meta = {"offrl_level": lv, "offrl_budget": budget, "offrl_seed": seed, "offrl_command": command,
-                    "offrl_behaviour_policies": sources.get(lv, sources["medium"] + sources["expert"]),
-                    "offrl_medium_rule": index["medium_rule"], "offrl_versions": _versions(),
-                    "offrl_content_hash": ds.content_hash(),
-                    "offrl_ref_scores": f"ref_min: uniform random policy, ref_max: expert ({index['expert']}) "
-                                        f"deterministic; {recipe.ref_episodes} episodes each"}
-            written[lv] = write_minari(ids[lv], eps, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
-                                       algorithm_name="SAC (offrl)", root=root, overwrite=True, extra_metadata=meta,
-                                       description=f"offrl {lv} level of {env_id}, budget {budget}; see offrl.zoo")
-            returns = ds.episode_returns()
-            log(f"      {ids[lv]}: {len(ds)} transitions, {ds.num_episodes} episodes, mean return "
-                f"{returns.mean():.1f} (normalised {100 * (returns.mean() - ref_min) / (ref_max - ref_min):.1f})")
-        return {lv: root / ids[lv] for lv in levels}
+    log(f"[3/3] levels {', '.join(todo)} → {root}")
+    written = {}
+    for lv in todo:
+        eps = episodes_of(lv)
+        ds = Dataset.from_episodes(eps, where=ids[lv])
+        meta = {"offrl_level": lv, "offrl_budget": budget, "offrl_seed": seed, "offrl_command": command,
+                "offrl_behaviour_policies": sources.get(lv, sources["medium"] + sources["expert"]),
+                "offrl_medium_rule": index["medium_rule"], "offrl_versions": _versions(),
+                "offrl_rollout": f"float64 forward, actions rounded to {ACTION_GRID:g} (CPU-independent)",
+                "offrl_content_hash": ds.content_hash(),
+                "offrl_ref_scores": f"ref_min: uniform random policy, ref_max: expert ({index['expert']}) "
+                                    f"deterministic; {recipe.ref_episodes} episodes each"}
+        written[lv] = write_minari(ids[lv], eps, env_id, ref_min_score=ref_min, ref_max_score=ref_max,
+                                   algorithm_name="SAC (offrl)", root=root, overwrite=True, extra_metadata=meta,
+                                   description=f"offrl {lv} level of {env_id}, budget {budget}; see offrl.zoo")
+        returns = ds.episode_returns()
+        log(f"      {ids[lv]}: {len(ds)} transitions, {ds.num_episodes} episodes, mean return "
+            f"{returns.mean():.1f} (normalised {100 * (returns.mean() - ref_min) / (ref_max - ref_min):.1f})")
+    return {lv: root / ids[lv] for lv in levels}
 
 
 # --- the zoo's summary: results/datasets.md ---

@@ -215,3 +215,34 @@ def test_embedded_two_strategy_risky_data_regenerates_and_holds_both_strategies(
     inside = np.bincount(ds.episode, weights=ds.next_observations[:, 0] > 0.1) / np.bincount(ds.episode)
     full = np.bincount(ds.episode) == 200
     assert (full & (inside == 0)).sum() >= 30 and (full & (inside > 0.7)).sum() >= 30
+
+
+def test_zoo_rollouts_do_not_depend_on_how_the_cpu_sums():
+    """The zoo's behaviour actions are the same however a CPU orders its sums: an actor with its hidden
+    units permuted (the same function; every 256-term sum of the second and last layers in another order)
+    gives float32 actions that differ in their last bits, yet the same rounded float64 actions, and the
+    same Hopper episodes, bit for bit."""
+    from offrl.zoo import ACTION_GRID, actor_policy, load_policy, rollout, shipped_policies
+    folder = shipped_policies("hopper", "standard", 0)
+    actor, _ = load_policy(folder / f"{json.loads((folder / 'index.json').read_text())['expert']}.pt")
+    permuted, _ = load_policy(folder / f"{json.loads((folder / 'index.json').read_text())['expert']}.pt")
+    gen = torch.Generator().manual_seed(0)
+    p1, p2 = torch.randperm(256, generator=gen), torch.randperm(256, generator=gen)
+    with torch.no_grad():
+        first, second, last = permuted.net.layers
+        first.weight.copy_(first.weight[..., p1]); first.bias.copy_(first.bias[..., p1])
+        second.weight.copy_(second.weight[:, p1][..., p2]); second.bias.copy_(second.bias[..., p2])
+        last.weight.copy_(last.weight[:, p2])
+        obs = torch.randn(1, 4096, 11, generator=gen) * 2
+        a32, b32 = actor(obs, True)[0][0].numpy(), permuted(obs, True)[0][0].numpy()
+    assert (a32 != b32).any() and np.abs(a32 - b32).max() < 1e-3     # float32: the order shows in the low bits
+    for deterministic in (True, False):
+        a = actor_policy(actor, deterministic, seed=7)(obs[0].numpy())
+        b = actor_policy(permuted, deterministic, seed=7)(obs[0].numpy())
+        np.testing.assert_array_equal(a, b)
+        assert np.all(np.abs(a) <= 1) and np.all(np.round(a / ACTION_GRID) * ACTION_GRID == a)
+    assert np.abs(actor_policy(actor, True)(obs[0].numpy()) - a32).max() <= ACTION_GRID / 2 + 1e-4
+    eps_a = rollout("Hopper-v5", actor_policy(actor, False, 3), 1500, seed=3)
+    eps_b = rollout("Hopper-v5", actor_policy(permuted, False, 3), 1500, seed=3)
+    assert [e.observations.tobytes() + e.actions.tobytes() for e in eps_a] == \
+           [e.observations.tobytes() + e.actions.tobytes() for e in eps_b]
