@@ -267,8 +267,10 @@ def data_builds(runs: list[RunRecord]) -> list[str]:
     if not out:
         return []
     return ["## Data builds", "", "Some datasets below were not the same data for every agent: the same level "
-            "built on different machines (the behaviour policies' forward passes round differently per CPU, so "
-            "the sampled episodes diverge; same policies, same seeds, same size). Rows on different builds "
+            "built more than once: on different machines before the zoo's rollouts were made CPU-independent "
+            "(the behaviour policies' float32 forward passes rounded differently per CPU, so the sampled episodes "
+            "diverged), or once before and once after that change; same policies, same seeds, same size. Rows "
+            "on different builds "
             "compare agents on different samples of the same behaviour, not on the same transitions.", "",
             "| dataset | reference scores (min, max) | sha256 | agents |", "|---|---|---|---|", *out, ""]
 
