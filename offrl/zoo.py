@@ -22,6 +22,7 @@ Recipe (D4RL's, with the differences stated):
 """
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 import sys
@@ -173,28 +174,21 @@ def actor_policy(actor: TanhGaussianActor, deterministic: bool, seed: int = 0) -
 
     A float32 forward pass rounds differently per CPU (GEMM kernel, vector width, thread split), and one
     differing last bit of an action sends a MuJoCo episode elsewhere: the zoo's levels came out different
-    on every machine. So the actor runs here in float64 NumPy, and its action (tanh(μ + σ·ε), or tanh(μ)
-    when deterministic) is rounded to a grid of ACTION_GRID, exact in float32: two CPUs' float64 results
-    differ by ~1e-14, and both round to the same grid point unless one lies that close to a grid
-    midpoint (chance ~1e-9 per action element). ε comes from NumPy's PCG64 stream seeded with `seed`,
-    which NumPy keeps identical across platforms."""
-    if actor.affine or len(actor.net.norms) or actor.net.activate_final:
-        raise ValueError("actor_policy: a zoo behaviour policy is a plain ReLU MLP (no LayerNorm, no log σ affine)")
-    layers = [(layer.weight.detach()[0].double().numpy(), layer.bias.detach()[0].double().numpy())
-              for layer in actor.net.layers]
+    on every machine. So the actor runs here in float64, and its action (tanh(μ + σ·ε), or tanh(μ) when
+    deterministic) is rounded to a grid of ACTION_GRID, exact in float32: two CPUs' float64 results differ
+    by ~1e-14, and both round to the same grid point unless one lies that close to a grid midpoint
+    (chance ~1e-9 per action element). ε comes from NumPy's PCG64 stream seeded with `seed`, which NumPy
+    keeps identical across platforms (torch's CPU normal sampler has vectorised paths)."""
+    actor64 = copy.deepcopy(actor).double()
     rng = np.random.default_rng(seed)
 
+    @torch.no_grad()
     def policy(obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, np.float64)
-        for i, (w, b) in enumerate(layers):
-            x = x @ w + b
-            if i < len(layers) - 1:
-                x = np.maximum(x, 0.0)
-        mean, log_std = x[:, :actor.act_dim], x[:, actor.act_dim:]
+        mean, raw = actor64.net(torch.as_tensor(obs, dtype=torch.float64)[None])[0].split(actor.act_dim, -1)
+        u = mean.numpy()
         if not deterministic:
-            log_std = np.clip(log_std, actor.log_std_min, actor.log_std_max)
-            mean = mean + np.exp(log_std) * rng.standard_normal(mean.shape)
-        return (np.round(np.tanh(mean) / ACTION_GRID) * ACTION_GRID).astype(np.float32)
+            u = u + np.exp(actor64._log_std(raw).numpy()) * rng.standard_normal(u.shape)
+        return (np.round(np.tanh(u) / ACTION_GRID) * ACTION_GRID).astype(np.float32)
     return policy
 
 

@@ -224,8 +224,8 @@ def test_zoo_rollouts_do_not_depend_on_how_the_cpu_sums():
     same Hopper episodes, bit for bit."""
     from offrl.zoo import ACTION_GRID, actor_policy, load_policy, rollout, shipped_policies
     folder = shipped_policies("hopper", "standard", 0)
-    actor, _ = load_policy(folder / f"{json.loads((folder / 'index.json').read_text())['expert']}.pt")
-    permuted, _ = load_policy(folder / f"{json.loads((folder / 'index.json').read_text())['expert']}.pt")
+    expert = folder / f"{json.loads((folder / 'index.json').read_text())['expert']}.pt"
+    (actor, _), (permuted, _) = load_policy(expert), load_policy(expert)
     gen = torch.Generator().manual_seed(0)
     p1, p2 = torch.randperm(256, generator=gen), torch.randperm(256, generator=gen)
     with torch.no_grad():
