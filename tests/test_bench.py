@@ -73,6 +73,12 @@ def test_report_statistics_match_hand_computed_values():
     for k in scores:
         np.testing.assert_array_equal(again[k], interval[k])
     assert not np.array_equal(aggregates(scores, reps=4000, seed=1)[1]["a"], interval["a"])
+    # an agent's CIs do not move when other agents join the report or come in another order
+    alone = aggregates({"b": scores["b"]}, reps=4000, seed=0)[1]["b"]
+    joined = aggregates({"c": scores["a"] + 5, "b": scores["b"], "a": scores["a"]}, reps=4000, seed=0)[1]
+    np.testing.assert_array_equal(alone, interval["b"])
+    np.testing.assert_array_equal(joined["b"], interval["b"])
+    np.testing.assert_array_equal(joined["a"], interval["a"])
     p_ab = probability_of_improvement(scores["a"] / 100, scores["b"] / 100, reps=500)
     assert probability_of_improvement(scores["a"] / 100, scores["b"] / 100, reps=500) == p_ab
 

@@ -3,7 +3,8 @@
 Statistics, always labelled: *final* = the last evaluation of each seed (mean over its episodes);
 *best* = per seed, the maximum over evaluations. Tables give mean ± std over seeds (population std,
 ddof=0, as CORL and D4RL papers do). Aggregates over all (seed, dataset) runs use rliable with
-stratified-bootstrap 95% CIs (fixed seed, so a report is reproducible).
+stratified-bootstrap 95% CIs (fixed seed per agent, so a report is reproducible and an agent's CIs are
+the same in every report it appears in).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import contextlib
 import csv
 import io
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,21 @@ def aggregates(score_dict: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, se
 
     fn = lambda x: np.array([metrics.aggregate_median(x), metrics.aggregate_iqm(x), metrics.aggregate_mean(x),
                              metrics.aggregate_optimality_gap(x)])
-    with warnings.catch_warnings(), seeded_numpy(seed):
-        warnings.simplefilter("ignore", FutureWarning)     # arch's notice about RandomState
-        return rly.get_interval_estimates({k: v / 100.0 for k, v in score_dict.items()}, fn, reps=reps,
-                                          random_state=np.random.RandomState(seed))
+    point, interval = {}, {}
+    for k, v in score_dict.items():     # one call per agent: its CI must not depend on who else is in the report
+        with warnings.catch_warnings(), seeded_numpy(agent_seed(seed, k)):
+            warnings.simplefilter("ignore", FutureWarning)     # arch's notice about RandomState
+            p, i = rly.get_interval_estimates({k: v / 100.0}, fn, reps=reps,
+                                              random_state=np.random.RandomState(agent_seed(seed, k)))
+        point[k], interval[k] = p[k], i[k]
+    return point, interval
+
+
+def agent_seed(seed: int, label: str) -> int:
+    """The bootstrap seed of one agent's resamples: `seed` offset by a stable hash of its label, so an
+    agent's CIs are the same in every report it appears in (rliable draws all agents' resamples from one
+    stream, in dict order: a shared seed made them move when agents joined or were reordered)."""
+    return (seed + zlib.crc32(label.encode())) % 2**32
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED
@@ -322,7 +335,8 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         point, interval = aggregates(score_dict)
         lines += ["## Aggregates (final, rliable)", "",
                   f"Over all seeds × datasets, scores/100; 95% stratified-bootstrap CIs, {BOOTSTRAP_REPS} "
-                  f"resamples, seed {BOOTSTRAP_SEED}. Optimality gap: lower is better.", "",
+                  f"resamples, seed {BOOTSTRAP_SEED} offset per agent by a hash of its name (so an agent's CIs do not "
+                  "change when others join the report). Optimality gap: lower is better.", "",
                   "| agent | median | IQM | mean | optimality gap |", "|---|---|---|---|---|"]
         for lb in score_dict:
             cells = [f"{point[lb][i]:.3f} [{interval[lb][0, i]:.3f}, {interval[lb][1, i]:.3f}]" for i in range(4)]
@@ -341,9 +355,11 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
         all_scores = np.concatenate([v.ravel() for v in score_dict.values()]) / 100
         span = all_scores.max() - min(all_scores.min(), 0.0)
         taus = np.linspace(min(all_scores.min(), 0.0), all_scores.max() + 0.05 * span + 1e-3, 81)   # fitted to the data
-        with seeded_numpy(BOOTSTRAP_SEED):
-            profiles, profile_cis = rly.create_performance_profile({k: v / 100 for k, v in score_dict.items()}, taus,
-                                                                   custom_profile_func=score_distribution)
+        profiles, profile_cis = {}, {}
+        for k, v in score_dict.items():     # per agent, as in `aggregates`
+            with seeded_numpy(agent_seed(BOOTSTRAP_SEED, k)):
+                p, c = rly.create_performance_profile({k: v / 100}, taus, custom_profile_func=score_distribution)
+            profiles[k], profile_cis[k] = p[k], c[k]
         fig, ax = plt.subplots(figsize=(6, 4))
         plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=profile_cis, ax=ax,
                                              colors={lb: colors[lb] for lb in score_dict},
