@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
-from offrl.runconfig import RUN_FLAGS, RunConfig, parse_source
+from offrl.runconfig import MATMUL_PRECISIONS, RUN_FLAGS, RunConfig, parse_source
 from offrl.envs import LEVELS
 from offrl.utils import slug
 
@@ -144,10 +144,14 @@ def _bench_speed(args: argparse.Namespace) -> int:
     from offrl.agent import get_agent
     for a in agents:
         get_agent(a)                        # unknown names fail before any timing
+    precisions = ["highest", *_names(args.matmul_precision or "")]
+    for prec in precisions:
+        if prec not in MATMUL_PRECISIONS:
+            raise OffrlError(f"--matmul-precision: unknown precision {prec!r}; choose from {', '.join(MATMUL_PRECISIONS)}")
     variants, env = run_speed(agents, seeds, args.batch, args.obs_dim, args.act_dim, args.rounds, args.updates,
                               device=args.device, d3rlpy=not args.no_d3rlpy,
                               modes=["none"] + ([args.compile_mode] if args.compile_mode else []),
-                              profile=args.profile)
+                              profile=args.profile, precisions=precisions)
     table = speed_table(variants, env)
     print(table)
     if args.out:
@@ -409,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, help="checkpoint every k steps")
     t.add_argument("--device", help="cpu | cuda")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: auto, the cores free at start)")
+    t.add_argument("--matmul-precision", help="float32 matmuls: highest (exact) | high (TF32 on GPUs) | medium "
+                   "(bfloat16 products: faster on AMX CPUs and GPUs, ~0.5%% error per product)")
     _speed_flags(t)
     t.add_argument("--download", action="store_true", help="download a missing Minari dataset")
     t.add_argument("--plugin", action="append", default=[], help="Python file registering extra agents")
@@ -559,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--updates", type=int, default=40, help="updates per variant per round")
     sp.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    sp.add_argument("--matmul-precision", metavar="P,…", help="also time every eager variant with float32 matmuls "
+                    "at these precisions: high (TF32 on GPUs), medium (bfloat16 products)")
     _speed_flags(sp)
     sp.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even when it is installed")
     sp.add_argument("--profile", action="store_true",

@@ -125,6 +125,7 @@ class RunRecord:
     diagnostics: dict[str, dict[str, Any]] | None = None   # the agent's distributions at the last evaluation
     dataset_hash: str | None = None             # sha256 of the training transitions (Dataset.content_hash);
                                                 # None online-only and in older runs
+    matmul_precision: str = "highest"           # RunConfig.matmul_precision (config.json; older runs: highest)
 
     @property
     def run_seconds(self) -> float:
@@ -180,9 +181,11 @@ class RunRecord:
         run_dir = Path(run_dir)
         try:
             final = json.loads((run_dir / "final.json").read_text())
-            label = json.loads((run_dir / "config.json").read_text())["run"].get("label", "")
+            run = json.loads((run_dir / "config.json").read_text())["run"]
             lines = (run_dir / "metrics.jsonl").read_text().splitlines()
             evals = [Evaluation.from_json(r) for r in map(json.loads, lines) if r["kind"] == "eval"]
-            return cls.from_json(final, label, evals)
+            record = cls.from_json(final, run.get("label", ""), evals)
+            record.matmul_precision = run.get("matmul_precision", "highest")
+            return record
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise OffrlError(f"{run_dir}: not a readable offrl run directory ({type(e).__name__}: {e})") from None

@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offrl import OffrlError
-from offrl.fields import AtLeastOne, Count
+from offrl.fields import AtLeastOne, Count, OneOf
 from offrl.utils import closest
 
 
 # RunConfig fields that `offrl train` sets with a flag of the same name (--online-steps for online_steps).
 RUN_FLAGS = ("dataset", "env", "domain", "seeds", "seed", "steps", "online_steps", "online_capacity", "eval_every",
-             "eval_episodes", "log_every", "checkpoint_every", "device", "threads")
+             "eval_episodes", "log_every", "checkpoint_every", "device", "threads", "matmul_precision")
+
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")     # torch.set_float32_matmul_precision's values
 
 
 @dataclass
@@ -40,6 +43,10 @@ class RunConfig:
     device: str = "cpu"                # cpu | cuda | cuda:N
     threads: Count = 0                 # torch CPU threads (0: auto, the cores free at start; see offrl.utils.auto_threads)
     compile_mode: str = "none"         # none | compile | cuda-graphs: how update steps run (offrl.fast)
+    # float32 matmuls (torch.set_float32_matmul_precision): highest = exact float32, every committed result;
+    # high = TF32 products on Ampere+ GPUs (exact on CPU); medium = bfloat16 products, float32 sums: ~3–4× the
+    # matmul rate on CPUs with AMX or on GPUs, ~0.5% relative error per product. Reports list such runs.
+    matmul_precision: OneOf(*MATMUL_PRECISIONS) = "highest"
     download: bool = False             # fetch a missing Minari dataset from its remote
     snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
     plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent

@@ -255,7 +255,13 @@ class Trainer:
         self.dataset, self.env_id, self.domain, self.cfg, self.loop = a.dataset, a.env_id, a.domain, a.cfg, a.loop
         self.dataset_hash = a.dataset_hash
         if resume and self.ckpt_path.exists() and (self.out / "config.json").exists():
-            started_on = (json.loads((self.out / "config.json").read_text()).get("dataset") or {}).get("content_hash")
+            saved = json.loads((self.out / "config.json").read_text())
+            started_on = (saved.get("dataset") or {}).get("content_hash")
+            started = saved["run"].get("matmul_precision", "highest")
+            if started != run.matmul_precision:
+                raise OffrlError(f"--resume: {self.out} was started with matmul_precision {started!r}, now "
+                                 f"{run.matmul_precision!r}; one run keeps one precision: resume with "
+                                 f"--matmul-precision {started}, or delete the run directory to start afresh")
             if started_on is not None and started_on != self.dataset_hash:
                 raise OffrlError(f"--resume: {self.out} was started on another build of {run.dataset} (sha256 "
                                  f"{started_on[:12]}…, now {str(self.dataset_hash)[:12]}…; rebuilt, or made on another "
@@ -264,6 +270,7 @@ class Trainer:
         self.spec, self.time_feature, self.ref, self.ref_source = a.spec, a.time_feature, a.ref, a.ref_source
         self.threads, self.threads_why = (run.threads, "--threads") if run.threads > 0 else auto_threads()
         torch.set_num_threads(self.threads)
+        torch.set_float32_matmul_precision(run.matmul_precision)   # process-wide: every Trainer sets its own
         torch.manual_seed(run.seed)
         self.device = torch.device(run.device)
         self.agent: Agent = agent_cls(self.spec, self.cfg, run.seeds, self.device)

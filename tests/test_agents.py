@@ -125,6 +125,37 @@ def test_runs_record_the_data_they_trained_on_and_refuse_to_resume_on_another_bu
     assert RunRecord.load(tmp_path / "r").dataset_hash == pendulum_dataset.content_hash()
 
 
+def test_a_run_keeps_its_matmul_precision_and_reports_name_it(pendulum_dataset, tmp_path):
+    """matmul_precision=medium (bfloat16 products) is set for the run's updates, recorded in config.json,
+    kept on resume (another precision is refused) and listed by reports; runs at exact float32 are not."""
+    import dataclasses
+
+    from offrl.bench.report import build_report
+    from offrl.record import RunRecord
+
+    run = RunConfig(agent="td3_bc", dataset="pendulum", env="InvertedPendulum-v5", seeds=1, steps=6, eval_episodes=1,
+                    eval_every=6, checkpoint_every=100, matmul_precision="medium", agent_config=dict(SMALL))
+    try:
+        Trainer(run, tmp_path / "bf16", progress=False, dataset=pendulum_dataset).train(until=3)
+        assert torch.get_float32_matmul_precision() == "medium"
+        with pytest.raises(OffrlError, match="started with matmul_precision 'medium'"):
+            Trainer(dataclasses.replace(run, matmul_precision="highest"), tmp_path / "bf16", resume=True,
+                    progress=False, dataset=pendulum_dataset)
+        Trainer(run, tmp_path / "bf16", resume=True, progress=False, dataset=pendulum_dataset).train()
+        exact = dataclasses.replace(run, matmul_precision="highest", label="td3_bc-exact")
+        Trainer(exact, tmp_path / "exact", progress=False, dataset=pendulum_dataset).train()
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["run"]["matmul_precision"] == "medium"
+    records = [RunRecord.load(tmp_path / d) for d in ("bf16", "exact")]
+    assert [r.matmul_precision for r in records] == ["medium", "highest"]
+    text = build_report(records, tmp_path / "report").read_text()
+    section = text[text.index("## Matmul precision"):].split("\n\n## ")[0]
+    assert "| td3_bc | pendulum | medium |" in section and "td3_bc-exact" not in section
+    assert "## Matmul precision" not in build_report(records[1:], tmp_path / "report2").read_text()
+
+
 @pytest.mark.parametrize("name,key", [("td3_bc", "actor_loss"), ("famo2o_iql", "balance_loss")])
 def test_metrics_of_periodic_sub_steps_reach_every_train_line_and_survive_resume(name, key, pendulum_dataset, tmp_path):
     """A sub-step that runs every k updates (TD3's delayed actor, k = 2; FamO2O's balance model, k = 5) is logged

@@ -22,6 +22,19 @@ def test_speed_table_lists_every_variant():
     assert "Where the time goes" not in table
 
 
+def test_reduced_precision_variants_are_timed_against_their_exact_twin():
+    import torch
+
+    variants, env = run_speed(["bc"], [1], batch=8, rounds=2, updates=2, warmup=1, d3rlpy=False,
+                              transitions=2000, precisions=["highest", "medium"])
+    assert [(v.name, v.precision) for v in variants] == [("offrl bc ×1", "highest"),
+                                                         ("offrl bc ×1 medium matmuls", "medium")]
+    assert variants[1].flops == variants[0].flops                      # the same products, rounded differently
+    assert torch.get_float32_matmul_precision() == "highest"           # each step restores the setting
+    row = next(line for line in speed_table(variants, env).splitlines() if line.startswith("| offrl bc ×1 medium"))
+    assert row.split("|")[5].strip() != ""                              # × vs eager: the exact twin
+
+
 def test_profile_splits_an_update_into_matmul_and_other_time():
     variants, env = run_speed(["bc"], [1, 2], batch=8, rounds=1, updates=3, warmup=1, d3rlpy=False,
                               transitions=2000, profile=True)

@@ -288,6 +288,18 @@ def data_builds(runs: list[RunRecord]) -> list[str]:
             "| dataset | reference scores (min, max) | sha256 | agents |", "|---|---|---|---|", *out, ""]
 
 
+def reduced_precision(runs: list[RunRecord]) -> list[str]:
+    """A "Matmul precision" section listing runs trained with reduced-precision float32 matmuls
+    (RunConfig.matmul_precision other than highest); empty when every run used exact float32."""
+    rows = [f"| {r.label} | {r.name} | {r.matmul_precision} |" for r in runs if r.matmul_precision != "highest"]
+    if not rows:
+        return []
+    return ["## Matmul precision", "", "These runs multiplied float32 matrices at reduced precision "
+            "(`torch.set_float32_matmul_precision`; medium: bfloat16 products with float32 sums, high: TF32 on "
+            "GPUs); every other run used exact float32. Same algorithm and data; their numbers carry the rounding "
+            "of the products.", "", "| agent | dataset | matmul precision |", "|---|---|---|", *rows, ""]
+
+
 def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl report", command: str = "",
                  compare: list[tuple[str, str]] | None = None, wall_time: bool = False, notes: str = "") -> Path:
     """Write REPORT.md, scores.csv and PNG plots into folder `out`; returns the Markdown path. wall_time:
@@ -316,7 +328,7 @@ def build_report(runs: list[RunRecord], out: str | Path, title: str = "offrl rep
               f"episode{'s' * (episodes != [1])} per seed per evaluation. Numbers are {unit}. "
               "**final** = last evaluation of each seed; **best** = each seed's maximum over its evaluations "
               "(optimistic: it selects on the evaluation episodes). Tables: mean ± std over seeds (ddof 0).", ""]
-    lines += data_builds(runs)
+    lines += data_builds(runs) + reduced_precision(runs)
     for stat in ("final", "best"):
         lines += [f"## Per dataset, {stat}", "", "| dataset | " + " | ".join(labels) + " |",
                   "|---|" + "---|" * len(labels)]

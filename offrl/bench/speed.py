@@ -50,6 +50,7 @@ class Variant:
     mode: str = "none"                  # offrl.fast mode: none (eager) | compile | cuda-graphs
     library: str = "offrl"              # whose update this is: offrl | d3rlpy
     critics: str = "batched"            # offrl ensembles: batched (one member-axis module) | looped (N modules in turn)
+    precision: str = "highest"          # float32 matmul precision its updates run at (RunConfig.matmul_precision)
     warmup_s: float | None = None       # wall time of the warm-up updates (includes compiling)
     flops: float | None = None          # FLOPs per update, mean over FLOP_UPDATES (FlopCounterMode)
     peak_bytes: int | None = None       # peak tensor memory allocated during one update, above what was live
@@ -266,12 +267,28 @@ def _d3rlpy_variant(agent: str, data: Dataset, batch: int, device: str, ours: Ag
                    lambda: algo.update(ds.sample_transition_batch(batch)), [], library="d3rlpy")
 
 
+def at_precision(step: Callable[[], object], precision: str) -> Callable[[], object]:
+    """`step` run with float32 matmuls at `precision`, the process's setting restored after (so variants
+    timed round-robin each keep their own)."""
+    def run() -> object:
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(precision)
+        try:
+            return step()
+        finally:
+            torch.set_float32_matmul_precision(before)
+    return run
+
+
 def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: int = 17, act_dim: int = 6,
               rounds: int = 15, updates: int = 40, warmup: int = 20, device: str = "cpu",
               d3rlpy: bool = True, transitions: int = 100_000,
-              modes: list[str] = ["none"], profile: bool = False) -> tuple[list[Variant], dict]:
+              modes: list[str] = ["none"], profile: bool = False,
+              precisions: list[str] = ["highest"]) -> tuple[list[Variant], dict]:
     """Time every variant; returns the variants with their per-round rates and the environment.
     `modes`: offrl.fast modes to time for every offrl agent and seed count (eager is "none").
+    `precisions`: float32 matmul precisions to time every eager offrl agent and seed count at (exact
+    float32, "highest", is always timed: the twin the others are compared with).
     `profile`: after the timed rounds, profile `updates` updates of every offrl variant, round-robin
     over PROFILE_ROUNDS rounds, and keep the round with the median matmul time."""
     modes = ["none"] + [m for m in modes if m != "none"]     # the eager twin is always timed
@@ -290,8 +307,11 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
                 agent = cls(spec, resolve_config(cls, "locomotion", False, {"batch_size": batch}), S, device)
                 suffix = "" if mode == "none" else f" {mode}"
                 buffer = Buffer(data, S, device, columns=agent.columns(), gamma=agent.cfg.gamma)
-                variants.append(Variant(f"offrl {name} ×{S}{suffix}", name, S, update_step(agent, buffer, batch, mode),
-                                        [], mode))
+                step = update_step(agent, buffer, batch, mode)
+                variants.append(Variant(f"offrl {name} ×{S}{suffix}", name, S, at_precision(step, "highest"), [], mode))
+                if mode == "none":
+                    variants += [Variant(f"offrl {name} ×{S} {p} matmuls", name, S, at_precision(step, p), [],
+                                         precision=p) for p in precisions if p != "highest"]
                 critic = getattr(agent, "critic", None)
                 if mode == "none" and isinstance(critic, Critic) and critic.members[1] > 2:   # an ensemble: time its loop too
                     torch.manual_seed(0)
@@ -313,7 +333,7 @@ def run_speed(agents: list[str], seeds: list[int], batch: int = 256, obs_dim: in
         # (the counter cannot see inside compiled graphs). d3rlpy's updates are eager and counted too.
         v.flops = count_flops(v.step) if v.mode == "none" else next(
             w.flops for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
-            and w.library == "offrl")
+            and w.library == "offrl" and w.precision == "highest")
         v.peak_bytes = peak_memory(v.step, device)
     for _ in range(rounds):
         for v in variants:
@@ -353,23 +373,26 @@ def speed_table(variants: list[Variant], env: dict) -> str:
              f"rate); % of matmul rate: achieved FLOP/s over the device's measured float32 "
              f"2048² GEMM rate ({env['matmul_flops'] / 1e9:.0f} GFLOP/s); peak MB: tensor memory one update "
              "allocates above what is live. × vs looped critics: an ensemble agent's member-axis critics against "
-             "the same agent calling its N critics as N modules in turn (`LoopedCritic`).", "",
+             "the same agent calling its N critics as N modules in turn (`LoopedCritic`). × vs eager: against the "
+             "same agent and seeds run eagerly with exact float32 matmuls (for compiled variants and those at a "
+             "reduced matmul precision).", "",
              "| variant | updates/s | seed-updates/s | × vs 1 seed (seed-updates) | × vs eager | × vs d3rlpy (per seed) "
              "| × vs looped critics | warm-up s | GFLOP/update | % of matmul rate | peak MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         ours = v.library == "offrl"
         one = next((w for w in variants if w.agent == v.agent and w.seeds == 1 and w.mode == v.mode
-                    and w.library == "offrl" and w.critics == v.critics), None)
+                    and w.library == "offrl" and w.critics == v.critics and w.precision == v.precision), None)
         eager = next((w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.mode == "none"
-                      and w.library == "offrl" and w.critics == "batched"), None)
+                      and w.library == "offrl" and w.critics == "batched" and w.precision == "highest"), None)
         peer = next((w for w in variants if w.agent == v.agent and w.library == "d3rlpy"), None)
         looped = next((w for w in variants if w.agent == v.agent and w.seeds == v.seeds and w.critics == "looped"), None)
-        vs_loop = f"{_paired(v, looped):.2f}" if looped is not None and ours and v.critics == "batched" else ""
+        exact = v.precision == "highest"      # d3rlpy and the looped critics run at exact float32
+        vs_loop = f"{_paired(v, looped):.2f}" if looped is not None and ours and v.critics == "batched" and exact else ""
         u = float(np.median(v.rates))
         scale = f"{v.seeds * _paired(v, one):.2f}" if one is not None and ours and v is not one else ""
         vs_eager = f"{_paired(v, eager):.2f}" if eager is not None and ours and v is not eager else ""
-        vs = f"{v.seeds * _paired(v, peer):.2f}" if peer is not None and ours else ""
+        vs = f"{v.seeds * _paired(v, peer):.2f}" if peer is not None and ours and exact else ""
         if vs and v.seeds > 1:
             vs = f"{vs} (aggregate)"
         warm = f"{v.warmup_s:.1f}" if v.warmup_s is not None else ""
@@ -379,9 +402,10 @@ def speed_table(variants: list[Variant], env: dict) -> str:
         lines.append(f"| {v.name} | {u:.1f} | {u * v.seeds:.1f} | {scale} | {vs_eager} | {vs} | {vs_loop} | {warm} "
                      f"| {flops} | {frac} | {mem} |")
     lines += ["", f"Device-hours for a full locomotion table ({TABLE_RUNS} dataset × seed runs of {TABLE_UPDATES:,} "
-              "updates) at the fastest measured seed-updates/s per agent (updates only; evaluation excluded):", ""]
+              "updates) at the fastest measured seed-updates/s per agent with exact float32 matmuls (updates only; "
+              "evaluation excluded):", ""]
     for agent in dict.fromkeys(v.agent for v in variants if v.library == "offrl"):
-        best = max((v for v in variants if v.agent == agent and v.library == "offrl"),
+        best = max((v for v in variants if v.agent == agent and v.library == "offrl" and v.precision == "highest"),
                    key=lambda v: float(np.median(v.rates)) * v.seeds)
         rate = float(np.median(best.rates)) * best.seeds
         lines.append(f"- {agent}: {TABLE_RUNS * TABLE_UPDATES / rate / 3600:.1f} h ({best.name}, {rate:.0f} seed-updates/s)")

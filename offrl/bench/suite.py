@@ -36,6 +36,7 @@ from offrl.data import dataset_exists, dataset_shapes
 from offrl.envs import dataset_level, find_task
 from offrl.evaluate import make_env
 from offrl.fields import check_fields
+from offrl.runconfig import MATMUL_PRECISIONS
 from offrl.trainer import RunConfig
 from offrl.utils import closest, slug
 
@@ -90,7 +91,8 @@ class Suite:
 
 
 # Run settings an agent entry may change with `run:` (the rest are the suite's, the same for every entry).
-ENTRY_RUN_KEYS = ("steps", "online_steps", "offline_data", "online_capacity", "eval_every", "eval_episodes", "sources")
+ENTRY_RUN_KEYS = ("steps", "online_steps", "offline_data", "online_capacity", "eval_every", "eval_episodes", "sources",
+                  "matmul_precision")
 
 
 def _plain(node: yaml.Node) -> Any:
@@ -203,6 +205,10 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
                 if k == "sources":            # further buffer sources: {name: {factory, share, …}} (e.g. pgd)
                     if not (isinstance(v, dict) and all(isinstance(s, dict) for s in v.values())):
                         raise SuiteError(f"{where(node)}: run: sources is a mapping of source names to settings, got {v!r}")
+                    continue
+                if k == "matmul_precision":     # e.g. a bfloat16 twin of a costly agent: {label: cql-bf16, …}
+                    if v not in MATMUL_PRECISIONS:
+                        raise SuiteError(f"{where(node)}: run: matmul_precision is one of {', '.join(MATMUL_PRECISIONS)}, got {v!r}")
                     continue
                 want = bool if k == "offline_data" else int
                 if not isinstance(v, want) or (want is int and (isinstance(v, bool) or v < 0)):
