@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from offrl import OffrlError
-from offrl.runconfig import MATMUL_PRECISIONS, RUN_FLAGS, RunConfig, parse_source
+from offrl.fields import check_fields
+from offrl.runconfig import RUN_FLAGS, RunConfig, parse_source
 from offrl.envs import LEVELS
 from offrl.utils import slug
 
@@ -145,9 +146,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
     for a in agents:
         get_agent(a)                        # unknown names fail before any timing
     precisions = ["highest", *_names(args.matmul_precision or "")]
-    for prec in precisions:
-        if prec not in MATMUL_PRECISIONS:
-            raise OffrlError(f"--matmul-precision: unknown precision {prec!r}; choose from {', '.join(MATMUL_PRECISIONS)}")
+    for prec in precisions:                 # RunConfig's own check of the field, before any timing
+        check_fields(RunConfig(matmul_precision=prec), lambda name: "--matmul-precision")
     variants, env = run_speed(agents, seeds, args.batch, args.obs_dim, args.act_dim, args.rounds, args.updates,
                               device=args.device, d3rlpy=not args.no_d3rlpy,
                               modes=["none"] + ([args.compile_mode] if args.compile_mode else []),

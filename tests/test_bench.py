@@ -94,7 +94,8 @@ def test_report_statistics_match_hand_computed_values():
     (("set: {hidden: [32, 32]}", "set: {hidden: [32, 32]}, run: {sources: [pgd]}"),
      "tiny.yaml:2: run: sources is a mapping of source names to settings"),
     (("set: {hidden: [32, 32]}", "set: {hidden: [32, 32]}, run: {matmul_precision: half}"),
-     "tiny.yaml:2: run: matmul_precision is one of highest, high, medium, got 'half'"),
+     "tiny.yaml:2: td3_bc-small on offrl/invertedpendulum/scripted-mixed-small-v0: unknown matmul_precision of "
+     "td3_bc-small 'half'; choose one of highest, high, medium"),
     (("hidden: [32, 32]", "hidden: [32, 32], policy_freq: 0"), "tiny.yaml:2: td3_bc-small on "
      "offrl/invertedpendulum/scripted-mixed-small-v0: policy_freq must be ≥ 1, got 0"),
     (("hidden: [32, 32]", "hidden: []"), "tiny.yaml:2: td3_bc-small on offrl/invertedpendulum/scripted-mixed-small-v0: "

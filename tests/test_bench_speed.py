@@ -82,6 +82,7 @@ def test_counted_flops_of_a_linear_layer():
 @pytest.mark.parametrize("args,message", [
     (["--agents", "td3_bc,iqll"], "did you mean 'iql'"),
     (["--device", "gpu"], "is not a torch device"),
+    (["--matmul-precision", "medium,low"], "unknown --matmul-precision 'low'; choose one of highest, high, medium"),
 ])
 def test_bench_speed_cli_rejects_bad_input(args, message):
     p = run_cli("bench", "speed", *args)
