@@ -56,6 +56,8 @@ class HybridAC(TD3):
     LOOP_DEFAULTS = {}                 # starts from its offline policy: no random warm-up
     DEFAULTS = {"o2o": {"buffer_mixing": "fixed", "offline_fraction": 0.5}}
     DATASET_DEFAULTS = {"*expert*": {"optimism": 0.0}}    # the offline data covers a good policy: no optimism
+    ONLINE_FIELDS = frozenset({"kl_coef", "md_every", "optimism", "optimism_decay", "rare_switching", "first_switch",
+                               "reset_actor", "offline_critic_init"})       # the ablations fork one offline phase
 
     def __init__(self, spec, cfg: HybridACConfig, seeds, device="cpu"):
         if cfg.optimism > 0 and cfg.num_critics < 2:

@@ -117,6 +117,10 @@ class Agent(nn.Module):
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
     # The agent's own loop settings in every domain (e.g. SAC's random warm-up steps).
     LOOP_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Config fields read only in the online phase (an O2O ablation's switches). Runs that differ only in
+    # these (and in LoopConfig keys, all online-only) share their offline phase exactly, so a variant may
+    # start from another run's end-of-offline state instead of retraining it (RunConfig.fork_from).
+    ONLINE_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: Spec, cfg: AgentConfig, seeds: int, device: torch.device | str = "cpu"):
         super().__init__()

@@ -48,7 +48,10 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(run, out, resume=args.resume, progress=False if args.no_progress else None,
                       log=(lambda line: print(line, flush=True)) if lines else None)
     print(f"torch threads: {trainer.threads} ({trainer.threads_why})", flush=True)
-    if trainer.resumed:
+    if trainer.fork_source is not None:
+        print(f"starting from {trainer.fork_source}'s end-of-offline state (step {trainer.resumed_from}): "
+              "training the online phase", flush=True)
+    elif trainer.resumed:
         print(f"resuming {out} from its checkpoint at step {trainer.resumed_from} of "
               f"{run.steps + run.online_steps}" if trainer.resumed_from is not None else f"{out} is already finished",
               flush=True)
@@ -423,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a further buffer source, e.g. pgd:model=runs/pgd/hopper,coef=0.1,every=10000")
     t.add_argument("--out", help="run directory (default runs/train/<agent>-<dataset>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--fork-from", metavar="RUN_DIR", help="start from RUN_DIR's end-of-offline state (its offline.pt) "
+                   "and train only the online phase: for online variants (--set of the agent's online settings) of "
+                   "one offline-trained run; every other setting must match RUN_DIR's")
     t.add_argument("--config", help="rerun from a run directory's config.json")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.set_defaults(func=_train)

@@ -13,7 +13,7 @@ from offrl.utils import closest
 
 # RunConfig fields that `offrl train` sets with a flag of the same name (--online-steps for online_steps).
 RUN_FLAGS = ("dataset", "env", "domain", "seeds", "seed", "steps", "online_steps", "online_capacity", "eval_every",
-             "eval_episodes", "log_every", "checkpoint_every", "device", "threads", "matmul_precision")
+             "eval_episodes", "log_every", "checkpoint_every", "device", "threads", "matmul_precision", "fork_from")
 
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")     # torch.set_float32_matmul_precision's values
@@ -50,6 +50,10 @@ class RunConfig:
     download: bool = False             # fetch a missing Minari dataset from its remote
     snapshots: bool = False            # keep the networks of every evaluation in snapshots/step_<n>.pt
     plugins: list[str] = field(default_factory=list)  # plug-in files to import before resolving the agent
+    # a run directory of the same agent, dataset and budget whose end-of-offline state (its offline.pt) this run
+    # starts from instead of training its own offline phase: exact when the two differ only in online settings
+    # (the agent's ONLINE_FIELDS and loop keys), e.g. the online ablations of one offline-trained agent
+    fork_from: str = ""
     agent_config: dict[str, Any] = field(default_factory=dict)  # --set key=value: agent fields and LoopConfig keys
 
     @classmethod

@@ -41,6 +41,7 @@ class _Pause(Exception):
     """Raised inside the loop when `train(until=...)` reaches its step; the checkpoint is written."""
 
 
+OFFLINE_STATE = "offline.pt"       # an O2O run's state at the end of its offline phase (RunConfig.fork_from)
 CHECKPOINT_KEYS = ("agent", "buffer", "rng", "np_rng", "offline_step", "online_step", "updates", "evals",
                    "online_episodes", "metrics_bytes", "online_env")
 
@@ -269,6 +270,8 @@ class Trainer:
                                  "started on, or delete the run directory to start afresh")
         self.spec, self.time_feature, self.ref, self.ref_source = a.spec, a.time_feature, a.ref, a.ref_source
         self.threads, self.threads_why = (run.threads, "--threads") if run.threads > 0 else auto_threads()
+        fresh = not (resume and (self.ckpt_path.exists() or (self.out / "final.json").exists()))
+        self.fork_source = self._check_fork(agent_cls) if run.fork_from and fresh else None
         torch.set_num_threads(self.threads)
         torch.set_float32_matmul_precision(run.matmul_precision)   # process-wide: every Trainer sets its own
         torch.manual_seed(run.seed)
@@ -300,6 +303,48 @@ class Trainer:
             self._load_checkpoint()
         elif resume and (self.out / "final.json").exists():
             self.resumed = True
+        elif self.fork_source is not None:
+            self._load_checkpoint(self.fork_source / OFFLINE_STATE)
+
+    # Run settings a fork may change (the rest shape the offline phase or its record): its name, its source,
+    # its agent settings (checked field by field) and how the work is spread over threads and checkpoints.
+    FORK_FREE = ("label", "fork_from", "agent_config", "threads", "checkpoint_every")
+
+    def _check_fork(self, agent_cls: type[Agent]) -> Path:
+        """The source directory of a fresh fork, after checking that its offline phase is this run's: the
+        same run settings (but FORK_FREE), the same build of the dataset, agent settings that differ only
+        in the agent's ONLINE_FIELDS (loop keys all act online)."""
+        run, src = self.run, Path(self.run.fork_from)
+        what = f"fork_from {src}"
+        if run.steps == 0 or run.online_steps == 0:
+            raise OffrlError(f"{what}: a fork takes another run's offline phase and trains its own online phase, so it "
+                             f"needs steps > 0 and online_steps > 0 (got {run.steps} and {run.online_steps})")
+        if not (src / "config.json").is_file():
+            raise OffrlError(f"{what}: not a run directory (no config.json); give the directory of the run to fork")
+        if not (src / OFFLINE_STATE).is_file():
+            raise OffrlError(f"{what}: holds no {OFFLINE_STATE} (its end-of-offline state): its offline phase has not "
+                             "finished, or it ran before offrl kept that state; finish or rerun it first")
+        if src.resolve() == self.out.resolve():
+            raise OffrlError(f"{what}: a run cannot fork itself; choose another --out")
+        saved = json.loads((src / "config.json").read_text())
+        mine = json.loads(json.dumps(self._config_dict()))          # as config.json holds it (tuples → lists)
+        diff = [k for k in mine["run"] if k not in self.FORK_FREE and saved["run"].get(k) != mine["run"][k]]
+        if diff:
+            raise OffrlError(f"{what}: its run settings differ from this run's in {', '.join(diff)} "
+                             f"({[saved['run'].get(k) for k in diff]} vs {[mine['run'][k] for k in diff]}); a fork "
+                             "shares the whole offline phase, so only the agent's online settings may differ")
+        agent_diff = [k for k in mine["agent"] if saved["agent"].get(k) != mine["agent"][k]]
+        offline = [k for k in agent_diff if k not in agent_cls.ONLINE_FIELDS]
+        if offline:
+            online = ", ".join(sorted(agent_cls.ONLINE_FIELDS)) or "none"
+            raise OffrlError(f"{what}: the agent settings {', '.join(offline)} differ "
+                             f"({[saved['agent'].get(k) for k in offline]} vs {[mine['agent'][k] for k in offline]}) "
+                             f"and act in the offline phase; {run.agent} may fork on its online settings only ({online})")
+        started_on = (saved.get("dataset") or {}).get("content_hash")
+        if started_on != self.dataset_hash:
+            raise OffrlError(f"{what}: it trained on another build of {run.dataset} (sha256 {str(started_on)[:12]}…, "
+                             f"now {str(self.dataset_hash)[:12]}…); rerun the source on this build")
+        return src
 
     # --- run directory ---
     def _config_dict(self) -> dict[str, Any]:
@@ -316,7 +361,8 @@ class Trainer:
             return None
         return 100.0 * (returns - self.ref[0]) / (self.ref[1] - self.ref[0])
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, offline_end: bool = False) -> None:
+        """checkpoint.pt; at the end of an O2O run's offline phase also offline.pt, the state forks start from."""
         self._check_finite()
         state = {"agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "rng": _rng_state(),
                  "np_rng": self.np_rng.bit_generator.state, "offline_step": self.offline_step,
@@ -327,22 +373,27 @@ class Trainer:
                  "online_env": None if self._collector is None else self._collector.state()}
         with self._writing("the checkpoint"):
             atomic_write(self.ckpt_path, lambda f: torch.save(state, f), binary=True)
+        if offline_end:
+            with self._writing(f"the end-of-offline state {OFFLINE_STATE}"):
+                atomic_write(self.out / OFFLINE_STATE, lambda f: torch.save(state, f), binary=True)
 
-    def _load_checkpoint(self) -> None:
+    def _load_checkpoint(self, path: Path | None = None) -> None:
+        """Continue from a checkpoint: this run's own, or (a fork) another run's end-of-offline state."""
+        path = path or self.ckpt_path
         try:
-            state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as e:
-            raise OffrlError(f"{self.ckpt_path}: the checkpoint cannot be read ({type(e).__name__}: {e}); "
+            raise OffrlError(f"{path}: the checkpoint cannot be read ({type(e).__name__}: {e}); "
                              "delete it to restart the run from scratch") from None
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
         if missing:
             holds = f"a dict of {', '.join(map(str, list(state)[:6]))}" if isinstance(state, dict) else type(state).__name__
-            raise OffrlError(f"{self.ckpt_path} is not an offrl run checkpoint: it holds {holds}, without "
+            raise OffrlError(f"{path} is not an offrl run checkpoint: it holds {holds}, without "
                              f"{', '.join(missing[:4])}; delete it (or choose another --out) to start the run afresh")
         try:
             self.agent.load_state_dict(state["agent"])
         except OffrlError as e:
-            raise OffrlError(f"{self.ckpt_path}: {e}") from None
+            raise OffrlError(f"{path}: {e}") from None
         self.buffer.load_state_dict(state["buffer"])
         _set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
                         for k, v in state["rng"].items()})
@@ -365,6 +416,9 @@ class Trainer:
             remove_stale_temps(self.out)             # half-written files of a killed run (we hold the lock)
             write_json(self.out / "config.json", self._config_dict())
         metrics = self.out / "metrics.jsonl"
+        if self.fork_source is not None:            # a fresh fork's offline lines are its source's
+            with self._writing("metrics.jsonl"):
+                shutil.copyfile(self.fork_source / "metrics.jsonl", metrics)
         with self._writing("metrics.jsonl"):
             if metrics.exists():                      # drop lines written after the checkpoint we resume from
                 with open(metrics, "r+b") as f:
@@ -557,7 +611,7 @@ class Trainer:
         due = s % every == 0 or last
         pause = self._until is not None and self._global_step() >= self._until
         if due or pause:
-            self._save_checkpoint()
+            self._save_checkpoint(offline_end=phase == "offline" and last and run.online_steps > 0)
             self._last_good_step = self._global_step()
         if pause:
             raise _Pause

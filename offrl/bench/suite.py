@@ -5,6 +5,7 @@
       - bc
       - {name: iql, label: iql-beta10, set: {temperature: 10}}
       - {name: sac, label: sac-online, run: {steps: 0, offline_data: false}}   # run settings of this entry
+      - {name: iql, label: iql-utd4, set: {utd: 4}, fork: iql}   # O2O: starts from iql's end-of-offline state
     datasets: [offrl/invertedpendulum/scripted-mixed-small-v0]
     seeds: 2                     # vectorised in one process per (agent, dataset) task
     steps: 3000                  # offline gradient steps
@@ -55,10 +56,16 @@ class Task:
     label: str
     dataset: str
     run: RunConfig
+    fork: str = ""          # label of the entry whose end-of-offline state this run starts from (RunConfig.fork_from)
 
     @property
     def key(self) -> str:
         return f"{self.label}/{slug(self.dataset)}"
+
+    @property
+    def fork_key(self) -> str:
+        """The run directory (relative to the sweep's output) of the run this one forks; '' if none."""
+        return f"{self.fork}/{slug(self.dataset)}" if self.fork else ""
 
 
 @dataclass
@@ -183,15 +190,15 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
         if req not in nodes or not isinstance(nodes[req], yaml.SequenceNode) or not nodes[req].value:
             raise SuiteError(f"{path}: '{req}' must be a non-empty list")
 
-    variants: list[tuple[str, str, dict[str, Any]]] = []
+    variants: list[tuple[str, str, dict[str, Any], dict[str, Any], str]] = []     # name, label, set, run, fork
     for node in nodes["agents"].value:
         entry = _plain(node)
         if isinstance(entry, str):
             name, label, overrides = entry, entry, {}
         elif isinstance(entry, dict) and "name" in entry:
-            unknown = set(entry) - {"name", "label", "set", "run"}
+            unknown = set(entry) - {"name", "label", "set", "run", "fork"}
             if unknown:
-                raise SuiteError(f"{where(node)}: unknown agent field(s) {sorted(unknown)}; use name, label, set, run")
+                raise SuiteError(f"{where(node)}: unknown agent field(s) {sorted(unknown)}; use name, label, set, run, fork")
             name, label, overrides = entry["name"], entry.get("label", entry["name"]), entry.get("set") or {}
             run_over = entry.get("run") or {}
             if not isinstance(overrides, dict) or not isinstance(run_over, dict):
@@ -220,8 +227,19 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
             raise SuiteError(f"{where(node)}: {e}") from None
         if any(label == v[1] for v in variants):
             raise SuiteError(f"{where(node)}: duplicate agent entry {label!r}; give variants distinct labels")
+        fork = entry.get("fork", "") if isinstance(entry, dict) else ""
+        if fork:
+            source = next((v for v in variants if v[1] == fork), None)
+            if source is None:
+                raise SuiteError(f"{where(node)}: fork: {fork!r} is not an agent entry listed above this one; a fork "
+                                 f"starts from an earlier entry's end-of-offline state{closest(str(fork), [v[1] for v in variants])}")
+            if source[4]:
+                raise SuiteError(f"{where(node)}: fork: {fork!r} is itself a fork; fork its source {source[4]!r}")
+            if source[0] != name or source[3] != (run_over if isinstance(entry, dict) else {}):
+                raise SuiteError(f"{where(node)}: fork: {fork!r} must be the same agent with the same run: settings "
+                                 f"(it is {source[0]} with run: {source[3] or {}}); only agent settings may differ")
         variants.append((name, label, {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-                                       for k, v in overrides.items()}, run_over if isinstance(entry, dict) else {}))
+                                       for k, v in overrides.items()}, run_over if isinstance(entry, dict) else {}, fork))
     datasets: list[str] = []
     suite_missing: dict[str, list[str]] = {}
     for node in nodes["datasets"].value:
@@ -244,9 +262,9 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
             raise SuiteError(f"{where(nodes['compare'])}: compare entries are pairs of agent labels from "
                              f"{labels}, got {pair!r}")
         compare.append((pair[0], pair[1]))
-    def task(name: str, label: str, overrides: dict[str, Any], run_over: dict[str, Any], ds: str) -> Task:
+    def task(name: str, label: str, overrides: dict[str, Any], run_over: dict[str, Any], fork: str, ds: str) -> Task:
         budget = {k: run_over.get(k, settings[k]) for k in ("steps", "online_steps", "eval_every", "eval_episodes")}
-        return Task(label, ds, RunConfig(
+        return Task(label, ds, fork=fork, run=RunConfig(
             agent=name, label=label, dataset=ds, env=settings["env"], domain=settings["domain"], seeds=settings["seeds"],
             seed=settings["seed"], threads=settings["threads"], risk_thresholds=[float(t) for t in settings["risk_thresholds"]],
             log_every=max(1, min(1000, (budget["steps"] + budget["online_steps"]) // 20)),
@@ -275,10 +293,21 @@ def load_suite(name_or_path: str, build_missing: bool = False) -> Suite:
             check_fields(t.run, lambda name: f"{name} of {t.label}")
             cls = get_agent(t.run.agent)
             level = dataset_level(t.dataset)
-            resolve_config(cls, domain, t.run.online_steps > 0, t.run.agent_config, level)
+            cfg = resolve_config(cls, domain, t.run.online_steps > 0, t.run.agent_config, level)
             resolve_loop(cls, domain, t.run.online_steps > 0, t.run.agent_config, level)
         except OffrlError as e:
             raise SuiteError(f"{where(entry_nodes[t.label])}: {t.label} on {t.dataset}: {e}") from None
+        if t.fork:                            # the fork shares the source's offline phase: only online fields differ
+            source = next(u for u in tasks if u.label == t.fork and u.dataset == t.dataset)
+            theirs = dataclasses.asdict(resolve_config(cls, domain, True, source.run.agent_config, level))
+            offline = [k for k, v in dataclasses.asdict(cfg).items() if theirs[k] != v and k not in cls.ONLINE_FIELDS]
+            if t.run.steps == 0 or t.run.online_steps == 0:
+                raise SuiteError(f"{where(entry_nodes[t.label])}: {t.label} forks {t.fork}'s offline phase, so it needs "
+                                 f"steps > 0 and online_steps > 0")
+            if offline:
+                raise SuiteError(f"{where(entry_nodes[t.label])}: {t.label} forks {t.fork}'s offline phase but sets "
+                                 f"{', '.join(offline)}, which act offline; {t.run.agent} may fork on "
+                                 f"{', '.join(sorted(cls.ONLINE_FIELDS)) or 'no agent setting'} and loop settings only")
     for t in tasks:
         if t.run.steps == 0 and t.run.online_steps == 0:
             raise SuiteError(f"{path}: {t.label} has nothing to do (steps and online_steps are both 0)")

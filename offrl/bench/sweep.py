@@ -15,7 +15,7 @@ import shutil
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
@@ -79,7 +79,7 @@ def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "
     log(f"suite {suite.name}: {plural(len(suite.tasks), 'run')} ({len(suite.tasks) - len(todo)} finished), "
         f"{plural(suite.settings['seeds'], 'seed')} each, launcher {launcher}"
         + (f", {plural(workers, 'worker')}" if launcher == "local" else ""))
-    payload = [(dataclasses.asdict(_with_checkpoints(t.run)), str(d)) for t, d in todo]
+    payload, waits = _fork_plan(todo, out)
     bar = tqdm(total=len(suite.tasks), initial=len(suite.tasks) - len(todo), unit="run", desc=suite.name,
                disable=None if progress is None else not progress)
     started, finished = time.time(), 0
@@ -100,19 +100,60 @@ def run_suite(suite: Suite, out: str | Path, workers: int = 1, launcher: str = "
 
     try:
         if launcher == "ray":
-            _run_ray(payload, address, gpus_per_task, done)
-        elif workers == 1:
-            for run, d in payload:
-                done(run_task(run, d))
+            _run_ray(payload, waits, address, gpus_per_task, done)
+        elif workers == 1:                      # in order, lazily: a fork's source comes before it in the suite
+            _dispatch(payload, waits, lambda run, d: (run, d),
+                      lambda pending: ([run_task(*pending[0])], pending[1:]), done)
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent,
                                      initargs=(os.getpid(),)) as pool:
-                futures = [pool.submit(run_task, run, d) for run, d in payload]
-                for f in as_completed(futures):
-                    done(f.result())
+                def first_done(pending: list[Future]) -> tuple[list[str], list[Future]]:
+                    finished, rest = wait(pending, return_when=FIRST_COMPLETED)
+                    return [f.result() for f in finished], list(rest)
+                _dispatch(payload, waits, lambda run, d: pool.submit(run_task, run, d), first_done, done)
     finally:
         bar.close()
     return dirs
+
+
+def _fork_plan(todo: list[tuple[Task, Path]], out: Path) -> tuple[list[tuple[dict, str]], dict[str, str]]:
+    """The tasks' run settings (fork_from filled in) and, for each fork whose source has not yet written its
+    end-of-offline state, the source's run directory to wait for. A source that cannot provide that state
+    (finished without it, or not part of this sweep) is an error before anything runs."""
+    from offrl.trainer import OFFLINE_STATE
+
+    running = {str(d) for _, d in todo}
+    payload, waits = [], {}
+    for t, d in todo:
+        run = _with_checkpoints(t.run)
+        if t.fork:
+            src = out / t.fork_key
+            run = dataclasses.replace(run, fork_from=str(src))
+            if not (d / "checkpoint.pt").exists() and not (src / OFFLINE_STATE).exists():   # (a started fork resumes itself)
+                if (src / "final.json").exists():
+                    raise OffrlError(f"{t.label} on {t.dataset} forks {src}, which finished without its end-of-offline "
+                                     f"state ({OFFLINE_STATE}: runs before offrl kept it); rerun it with --force")
+                if str(src) not in running:
+                    raise OffrlError(f"{t.label} on {t.dataset} forks {t.fork}'s offline phase, which has not run; "
+                                     f"run both: --agents {t.fork},{t.label}")
+                waits[str(d)] = str(src)
+        payload.append((dataclasses.asdict(run), str(d)))
+    return payload, waits
+
+
+def _dispatch(payload: list[tuple[dict, str]], waits: dict[str, str], submit: Callable[[dict, str], Any],
+              wait_one: Callable[[list[Any]], tuple[list[str], list[Any]]], done: Callable[[str], None]) -> None:
+    """Start every task not waiting on a fork source; start each fork when its source's run is done.
+    submit(run, dir) → a handle; wait_one(handles) → (run dirs finished, handles still running)."""
+    held = [(run, d) for run, d in payload if d in waits]
+    pending = [submit(run, d) for run, d in payload if d not in waits]
+    while pending:
+        finished, pending = wait_one(pending)
+        for run_dir in finished:
+            done(run_dir)
+            ready = [(run, d) for run, d in held if waits[d] == run_dir]
+            held = [x for x in held if x not in ready]
+            pending += [submit(run, d) for run, d in ready]
 
 
 def die_with_parent(parent: int, period: float = 0.5) -> None:
@@ -160,11 +201,13 @@ def ray_init_loopback(address: str | None = None) -> Any:
     return ray
 
 
-def _run_ray(payload: list[tuple[dict, str]], address: str | None, gpus: float, done: Callable[[str], None]) -> None:
+def _run_ray(payload: list[tuple[dict, str]], waits: dict[str, str], address: str | None, gpus: float,
+             done: Callable[[str], None]) -> None:
     ray = ray_init_loopback(address)
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2, retry_exceptions=True)(run_task)
-    pending = [remote.options(num_cpus=max(1, run["threads"])).remote(run, d) for run, d in payload]
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        for run_dir in ray.get(ready):
-            done(run_dir)
+
+    def first_done(pending: list[Any]) -> tuple[list[str], list[Any]]:
+        ready, rest = ray.wait(pending, num_returns=1)
+        return ray.get(ready), rest
+    _dispatch(payload, waits, lambda run, d: remote.options(num_cpus=max(1, run["threads"])).remote(run, d),
+              first_done, done)
