@@ -81,6 +81,12 @@ class TD3(Agent):
         """The deterministic actor's surrogate: log N(a; π(s), I) up to a constant = −½‖a − π(s)‖² [S, B]."""
         return -0.5 * ((action - self.actor(self.normalize(obs))) ** 2).sum(-1)
 
+    def diagnostics(self, obs):
+        """|u|, the actor's pre-tanh output, averaged over action dimensions at each probe state [S, K]. A seed
+        whose actor ran into tanh's flat tails (|u| ≫ 3, tanh′ < 0.01: neither the Q term nor a BC term can
+        move it back) stands out here: a dead ReBRAC seed of results/zoo sat at median |u| 98.8, live ones 0.6."""
+        return {"actor_preact_abs": self.actor.net(self.normalize(obs)).abs().mean(-1)}
+
     @torch.no_grad()
     def act(self, obs, deterministic=True):
         a = self.actor(self.normalize(obs))

@@ -93,3 +93,18 @@ def test_online_decays_the_actor_bc_weight_linearly_and_drops_the_critic_one():
     off = _agent(online_bc_decay="false", actor_bc_coef="0.4")
     off.start_phase(Phase("online", 10, 3, 10, previous="offline", updates=4))
     assert off.bc_coefs() == (0.4, 0.01)
+
+
+def test_the_saturation_diagnostic_reads_the_actors_pre_tanh_output_per_seed():
+    """TD3-family agents report |u| (pre-tanh, mean over action dims) at the probe states: the symptom of a
+    dead seed (results/zoo: ReBRAC on halfcheetah-medium-replay), here forced on seed 1 only."""
+    agent = _agent()
+    obs = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        u = agent.actor.net(agent.normalize(obs))
+        torch.testing.assert_close(agent.diagnostics(obs)["actor_preact_abs"], u.abs().mean(-1))
+        assert agent.diagnostics(obs)["actor_preact_abs"].max() < 3                 # a fresh actor is live
+        agent.actor.net.layers[-1].bias[1] += 50.0                                  # seed 1 runs into tanh's tail
+        d = agent.diagnostics(obs)["actor_preact_abs"]
+    torch.testing.assert_close(d[0], u[0].abs().mean(-1))                           # seed 0 untouched
+    assert (d[1] > 45).all() and torch.equal(agent.act(obs)[1], torch.ones(5, 2))
