@@ -122,6 +122,10 @@ def test_a_suite_runs_a_fork_after_its_source_and_refuses_a_fork_without_one(tmp
     offline = lambda d: [r for r in _lines(d) if r["phase"] == "offline"]
     assert offline(fork) == offline(source) and len(offline(fork)) >= 10
     assert (fork / "final.json").is_file() and (source / OFFLINE_STATE).is_file()
+    # a pool of worker processes (the default launcher) holds the fork back the same way: the same numbers
+    pooled = run_suite(suite, tmp_path / "pool", workers=2, progress=False, log=lambda line: None)
+    for a, b in zip((source, fork), pooled):
+        assert json.loads((a / "final.json").read_text())["final"] == json.loads((b / "final.json").read_text())["final"]
 
 
 def test_dispatch_starts_each_fork_when_its_source_is_done():
