@@ -248,6 +248,8 @@ def _bench(args: argparse.Namespace) -> int:
     started = time.time()
     whole = load_suite(args.suite, build_missing=True)   # every error before any run starts
     suite = whole.select(_names(args.agents), _names(args.datasets))
+    if args.threads is not None:
+        suite = suite.with_threads(args.threads)
     build_missing(suite, progress=False if args.no_progress else None)
     out = Path(args.out or Path("runs") / suite.name)
     run_suite(suite, out, args.workers, args.launcher, args.address, args.gpus_per_task, args.force,
@@ -486,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=f"built-in suites: {suites}")
     bsub = b.add_subparsers(dest="bench_command", metavar="{run,speed}")
     b.set_defaults(func=_bench, suite="quick", workers=2, launcher="local", address=None, gpus_per_task=0.0, out=None,
-                   report_dir=None, force=False, no_progress=False, agents=None, datasets=None)
+                   report_dir=None, force=False, no_progress=False, agents=None, datasets=None, threads=None)
     br = bsub.add_parser("run", help="run a suite (the default: `offrl bench SUITE` means `offrl bench run SUITE`)",
                          epilog=f"built-in suites: {suites}",
                          )
@@ -500,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--agents", help="run only these agent labels of the suite (comma-separated); the report "
                                      "still covers every finished run in --out")
     br.add_argument("--datasets", help="run only these datasets of the suite (comma-separated)")
+    br.add_argument("--threads", type=int, help="torch threads per run, in place of the suite's threads: (scores do "
+                                                 "not depend on it; 2 for one run alone on a 2-core machine)")
     br.add_argument("--force", action="store_true", help="rerun finished runs")
     br.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     br.set_defaults(func=_bench)

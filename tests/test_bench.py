@@ -1,6 +1,7 @@
 """The benchmark harness: suites, launchers, resumable sweeps, report statistics."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -129,7 +130,8 @@ def test_agents_and_datasets_options_run_part_of_a_suite_and_the_report_grows(tm
     mixed = "offrl/invertedpendulum/scripted-mixed-small-v0"
     for bad, message in ((("--agents", "bc,td3"), "suite tiny has no agent 'td3'"),
                          (("--datasets", "offrl/invertedpendulum/nothing-v0"), "suite tiny has no dataset"),
-                         (("--agents", ","), "no agent named: give one or more of bc, td3_bc-small")):
+                         (("--agents", ","), "no agent named: give one or more of bc, td3_bc-small"),
+                         (("--threads", "0"), "threads must be a positive integer, got 0")):
         p = run_cli("bench", "tiny.yaml", "--no-progress", *bad, cwd=d)
         assert p.returncode == 2 and message in p.stderr, p.stderr
         assert not (d / "runs").exists()
@@ -138,8 +140,11 @@ def test_agents_and_datasets_options_run_part_of_a_suite_and_the_report_grows(tm
     assert sorted(x.parent.relative_to(d / "runs" / "tiny").as_posix() for x in (d / "runs").rglob("final.json")) == [
         "bc/offrl_invertedpendulum_scripted-mixed-small-v0"]
     assert "suite tiny: 1 run (0 finished)" in p.stdout
-    p = run_cli("bench", "tiny.yaml", "--no-progress", "--workers", "1", "--agents", "td3_bc-small", cwd=d)
+    # --threads: this row on 2 torch threads instead of the suite's 1; the scores below are the same
+    p = run_cli("bench", "tiny.yaml", "--no-progress", "--workers", "1", "--agents", "td3_bc-small", "--threads", "2",
+                cwd=d)
     assert p.returncode == 0, p.stderr
+    assert {json.loads(c.read_text())["threads"] for c in (d / "runs" / "tiny").glob("*/*/config.json")} == {1, 2}
     rows = _outputs(d)[1].splitlines()[1:]
     assert {(r.split(",")[0], r.split(",")[2]) for r in rows} == {("bc", mixed), ("td3_bc-small", mixed),
                                                                   ("td3_bc-small", mixed.replace("mixed", "noisy"))}

@@ -12,7 +12,7 @@
     online_steps: 0              # online fine-tuning steps after the offline phase
     eval_every: 1000
     eval_episodes: 5
-    threads: 1                   # torch threads per task: fixed, so every launcher gives identical numbers
+    threads: 1                   # torch threads per task (`offrl bench run --threads N` overrides it for one sweep)
     compare: [[td3_bc, bc]]      # probability-of-improvement pairs in the report (default: each vs the first)
     report_wall_time: false      # true: the report adds each agent's run wall times (no longer byte-reproducible)
 
@@ -94,6 +94,16 @@ class Suite:
         needed = {zoo[:2] for zoo in map(zoo_level, dict.fromkeys(t.dataset for t in tasks)) if zoo is not None}
         missing = {env: [lv for lv in lvs if (env, lv) in needed] for env, lvs in self.missing.items()}
         return dataclasses.replace(self, tasks=tasks, missing={env: lvs for env, lvs in missing.items() if lvs})
+
+    def with_threads(self, threads: int) -> Suite:
+        """The suite with every task on this many torch threads: two on a free 2-core machine for one long
+        run, one each when two runs share it. Scores do not depend on the count (tests/test_cli.py checks
+        bc, td3_bc, iql, sac and stock_ac; the rest share their layers), so a row may mix counts and a run
+        may resume on another; config.json records each run's."""
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise SuiteError(f"threads must be a positive integer, got {threads!r}")
+        tasks = [dataclasses.replace(t, run=dataclasses.replace(t.run, threads=threads)) for t in self.tasks]
+        return dataclasses.replace(self, tasks=tasks, settings={**self.settings, "threads": threads})
 
 
 # Run settings an agent entry may change with `run:` (the rest are the suite's, the same for every entry).
