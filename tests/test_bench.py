@@ -1,6 +1,7 @@
 """The benchmark harness: suites, launchers, resumable sweeps, report statistics."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -113,6 +114,30 @@ def test_bad_suites_fail_before_any_run_naming_the_line(tmp_path, edit, message)
     assert not (d / "runs").exists()
 
 
+def test_a_suite_extends_another_key_by_key(tmp_path):
+    """extends: takes every key of the base but name and description, a key given replaces the inherited one
+    whole, and a bad base, a cycle or an inherited key that no longer fits fails naming the line."""
+    d = _suite_dir(tmp_path, "ext", TINY + "description: the base\ncompare: [[td3_bc-small, bc]]\n")
+    (d / "child.yaml").write_text("# one agent, more seeds\nextends: tiny.yaml\nagents: [td3_bc]\nseeds: 3\n"
+                                  "compare: []\n")
+    base, child = load_suite(str(d / "tiny.yaml")), load_suite(str(d / "child.yaml"))
+    assert (child.name, child.labels, child.datasets) == ("child", ["td3_bc"], base.datasets)
+    assert child.settings["description"] == "" and child.settings["steps"] == base.settings["steps"] == 60
+    assert [t.run for t in child.tasks] == [dataclasses.replace(t.run, agent="td3_bc", label="td3_bc", agent_config={},
+                                                                seeds=3) for t in base.tasks if t.label == "td3_bc-small"]
+    # a suite may extend a built-in one by name: a2pr keeps the zoo's nine levels and budget
+    assert load_suite("a2pr", build_missing=True).datasets == load_suite("zoo", build_missing=True).datasets
+    for text, message in (
+            ("extends: tiny.yaml\nagents: [td3_bc]\n", "tiny.yaml:10: compare entries are pairs of agent labels from "
+             "['td3_bc'], got ['td3_bc-small', 'bc'] (inherited by child.yaml through extends: give it its own compare:)"),
+            ("agents: [bc]\nextends: zo\n", "child.yaml:2: extends: no suite 'zo' (did you mean 'zoo'?)"),
+            ("extends: [tiny.yaml]\n", "child.yaml:1: extends is one suite"),
+            ("extends: child.yaml\n", "child.yaml:1: extends: 'child.yaml' leads back to child.yaml")):
+        (d / "child.yaml").write_text(text)
+        with pytest.raises(SuiteError, match=re.escape(message)):
+            load_suite(str(d / "child.yaml"))
+
+
 def test_process_pool_gives_the_sequential_scores_and_a_line_per_finished_run(tmp_path, tiny_reference):
     pool = _suite_dir(tmp_path, "pool")
     p = _bench(pool, "--workers", "2")                     # stdout is a pipe: no bars, a line per run instead
@@ -204,10 +229,11 @@ def test_every_shipped_suite_loads_once_its_datasets_exist(minari_root):
     assert missing["Hopper-v5"] == ["random", "medium", "medium-replay", "medium-expert", "expert"]
     assert set(missing) == {"Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"}
     stand_in = pendulum_episodes(2, max_steps=50)
-    for name in suites:
-        for ds in yaml.safe_load(find_suite(name).read_text())["datasets"]:
+    for name in suites:                         # (a suite that extends another may list none of its own)
+        for ds in yaml.safe_load(find_suite(name).read_text()).get("datasets", []):
             if not dataset_exists(ds):
                 write_minari(ds, stand_in, "InvertedPendulum-v5", ref_min_score=0.0, ref_max_score=1.0, root=minari_root)
+    for name in suites:
         suite = load_suite(name)
         assert len(suite.tasks) == len(suite.labels) * len(suite.datasets)
 
