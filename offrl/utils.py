@@ -129,7 +129,7 @@ def auto_threads() -> tuple[int, str]:
 
     Threads that share a busy core with another process spin and wait on each other: on the 2-core
     machine with both cores busy, 400 IQL updates took 40 s with 2 threads and 8 s with 1. Results do not
-    depend on the count (tests/test_cli.py checks bc, td3_bc, iql, sac and stock_ac).
+    depend on the count (tests/test_cli.py checks every built-in agent).
     Returns (count, why)."""
     import torch
 

@@ -103,7 +103,7 @@ class Suite:
     def with_threads(self, threads: int) -> Suite:
         """The suite with every task on this many torch threads: two on a free 2-core machine for one long
         run, one each when two runs share it. Scores do not depend on the count (tests/test_cli.py checks
-        bc, td3_bc, iql, sac and stock_ac; the rest share their layers), so a row may mix counts and a run
+        every built-in agent), so a row may mix counts and a run
         may resume on another; config.json records each run's."""
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise SuiteError(f"threads must be a positive integer, got {threads!r}")
