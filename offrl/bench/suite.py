@@ -103,8 +103,8 @@ class Suite:
     def with_threads(self, threads: int) -> Suite:
         """The suite with every task on this many torch threads: two on a free 2-core machine for one long
         run, one each when two runs share it. Scores do not depend on the count (tests/test_cli.py checks
-        every built-in agent), so a row may mix counts and a run
-        may resume on another; config.json records each run's."""
+        every built-in agent), so a row may mix counts and a run may resume on another; config.json records
+        each run's."""
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise SuiteError(f"threads must be a positive integer, got {threads!r}")
         tasks = [dataclasses.replace(t, run=dataclasses.replace(t.run, threads=threads)) for t in self.tasks]
@@ -121,16 +121,18 @@ def _plain(node: yaml.Node) -> Any:
     return yaml.safe_load(yaml.serialize(node))
 
 
-def find_suite(name_or_path: str) -> Path:
-    p = Path(name_or_path)
+def find_suite(name_or_path: str, beside: Path | None = None) -> Path:
+    """A suite's file: a YAML path (relative to `beside`, the extending suite's folder, when given), else a
+    built-in suite's name."""
+    p = beside / name_or_path if beside is not None else Path(name_or_path)
     if p.is_file():
         return p
     builtin = SUITES_DIR / f"{name_or_path}.yaml"
     if builtin.is_file():
         return builtin
     names = sorted(x.stem for x in SUITES_DIR.glob("*.yaml"))
-    raise SuiteError(f"no suite {name_or_path!r}{closest(name_or_path, names)}: give a YAML file or one of "
-                     f"{', '.join(names)}")
+    raise SuiteError(f"no suite {name_or_path!r}{closest(name_or_path, names)}: give a YAML file"
+                     f"{f' beside it in {beside}' if beside is not None else ''} or one of {', '.join(names)}")
 
 
 def zoo_level(ds: str) -> tuple[str, str, bool] | None:
@@ -196,11 +198,10 @@ def _top_nodes(path: Path, children: tuple[Path, ...] = ()) -> dict[str, yaml.No
     base = _plain(node)
     if not isinstance(base, str) or not base:
         raise SuiteError(f"{_where(node)}: extends is one suite: a built-in name or a YAML file beside this one, got {base!r}")
-    base_path = next((p for p in (path.parent / base, SUITES_DIR / f"{base}.yaml") if p.is_file()), None)
-    if base_path is None:
-        names = sorted(x.stem for x in SUITES_DIR.glob("*.yaml"))
-        raise SuiteError(f"{_where(node)}: extends: no suite {base!r}{closest(base, names)}: give a YAML file beside "
-                         f"{path.name} or one of {', '.join(names)}")
+    try:
+        base_path = find_suite(base, beside=path.parent)
+    except SuiteError as e:
+        raise SuiteError(f"{_where(node)}: extends: {e}") from None
     chain = (*children, path.resolve())
     if base_path.resolve() in chain:
         raise SuiteError(f"{_where(node)}: extends: {base!r} leads back to {path.name} "
