@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from offrl.data import load_dataset
+from offrl.evaluate import EnvBatch, rollout_episodes
 from offrl.trainer import load_run_agent
 
 torch.set_num_threads(1)
@@ -28,25 +28,25 @@ for run_dir in sys.argv[1:]:
     keep = (data.episode % 20) == 0
     obs, act = data.observations[keep], data.actions[keep]
     with torch.no_grad():
-        pi = agent.act(torch.as_tensor(obs, dtype=torch.float32)[None].expand(seeds, -1, -1)).numpy()
+        pi = agent.act(torch.as_tensor(obs, dtype=torch.float32)[None].expand(seeds, -1, -1),
+                       deterministic=True).numpy()
     print(f"{run_dir}: {len(obs)} data states, data mean |a| {np.abs(act).mean():.3f}")
     for s in range(seeds):
         print(f"  seed {s}: mean |pi| {np.abs(pi[s]).mean():.3f}  mse(pi, a)/dim {np.mean((pi[s] - act) ** 2):.4f}"
               f"  share |pi| > 0.99 {np.mean(np.abs(pi[s]) > 0.99):.3f}")
-    env = gym.make(config["env"])
+    episodes = 5
+    envs = EnvBatch(config["env"], seeds * episodes)
+
+    def policy(o: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(o).view(seeds, episodes, -1)
+            return agent.act(x, deterministic=True).reshape(seeds * episodes, -1).numpy()
+
+    returns, lengths = rollout_episodes(envs, policy, [100 + k for k in range(episodes)] * seeds)
     for s in range(seeds):
-        lengths, returns = [], []
-        for k in range(5):
-            ob, _ = env.reset(seed=100 + k)
-            done, t, ret = False, 0, 0.0
-            while not done:
-                x = torch.as_tensor(ob, dtype=torch.float32)[None, None].expand(seeds, 1, -1)
-                with torch.no_grad():
-                    ob, r, terminated, truncated, _ = env.step(agent.act(x)[s, 0].numpy())
-                ret, t, done = ret + r, t + 1, terminated or truncated
-            lengths.append(t)
-            returns.append(round(ret))
-        print(f"  seed {s}: rollout lengths {lengths} returns {returns}")
+        part = slice(s * episodes, (s + 1) * episodes)
+        print(f"  seed {s}: rollout lengths {lengths[part].tolist()} returns {np.round(returns[part]).astype(int).tolist()}")
+    envs.close()
     lengths = np.bincount(data.episode)
     returns = np.bincount(data.episode, weights=data.rewards)
     print(f"  data episodes: length median {np.median(lengths):.0f} mean {lengths.mean():.1f} max {lengths.max()},"
