@@ -6,8 +6,6 @@ vector env pays off.
 """
 from __future__ import annotations
 
-import sys
-import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 import gymnasium as gym
@@ -15,7 +13,7 @@ import numpy as np
 import torch
 
 from offrl import OffrlError
-from offrl.utils import remove_maze_xml
+from offrl.utils import gym_make
 
 from offrl.data.dataset import DatasetError
 
@@ -59,43 +57,13 @@ def time_limit_of(env_id: str) -> int:
     return int(limit._max_episode_steps)
 
 
-class MujocoWarning(UserWarning):
-    """A warning from MuJoCo's C library, which by default prints each one to stdout, every time."""
-
-
-def route_mujoco_warnings() -> None:
-    """Make MuJoCo's C-level warnings Python `MujocoWarning`s (unless a handler is installed already),
-    so Python's filters apply: each distinct message shows once per process, and `_gym_make` silences
-    the deprecated `settotalmass` attribute of Gymnasium's own HalfCheetah XML, which MuJoCo 3.3+
-    otherwise prints on every model compile. Simulation-instability warnings still show."""
-    try:
-        import mujoco
-    except ImportError:
-        return
-    if mujoco.get_mju_user_warning() is None:
-        mujoco.set_mju_user_warning(_mujoco_warning)
-
-
 def _gym_make(env_id: str) -> gym.Env:
-    """gym.make with offrl's own ids registered and MuJoCo's compile-time noise silenced (see
-    `route_mujoco_warnings`); `make_env` and `time_limit_of` make their envs here."""
+    """`gym_make` with offrl's own ids registered; `make_env` and `time_limit_of` make their envs here."""
     from offrl.data import local_metadata
     from offrl.envs.robotics import resolve_dataset_env   # (importing offrl.envs registers offrl's own ids)
 
     resolve_dataset_env(env_id, local_metadata)   # Gymnasium-Robotics ids; ids carrying a dataset's env settings
-    route_mujoco_warnings()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
-        env = gym.make(env_id)
-    remove_maze_xml(env)
-    return env
-
-
-def _mujoco_warning(message: str) -> None:
-    try:
-        warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
-    except Exception:     # e.g. under -W error: an exception crossing MuJoCo's C frames aborts the process
-        print(f"MuJoCo warning: {message}", file=sys.stderr)
+    return gym_make(env_id)
 
 
 def fit_to_env(dataset: Dataset, env_id: str) -> Dataset:

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, JSON, name suggestions, temp-file hygiene."""
+"""Small shared helpers: atomic writes, JSON, name suggestions, temp-file hygiene, quiet env construction."""
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +6,10 @@ import difflib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -222,3 +224,42 @@ def remove_maze_xml(env: Any) -> None:
     if isinstance(path, str) and os.path.dirname(os.path.abspath(path)) == os.path.abspath(tempfile.gettempdir()):
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
+
+
+class MujocoWarning(UserWarning):
+    """A warning from MuJoCo's C library, which by default prints each one to stdout, every time."""
+
+
+def route_mujoco_warnings() -> None:
+    """Make MuJoCo's C-level warnings Python `MujocoWarning`s (unless a handler is installed already),
+    so Python's filters apply: each distinct message shows once per process, and `gym_make` silences
+    the deprecated `settotalmass` attribute of Gymnasium's own HalfCheetah XML, which MuJoCo 3.3+
+    otherwise prints on every model compile. Simulation-instability warnings still show."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def _mujoco_warning(message: str) -> None:
+    try:
+        warnings.warn(f"MuJoCo: {message}", MujocoWarning, stacklevel=2)
+    except Exception:     # e.g. under -W error: an exception crossing MuJoCo's C frames aborts the process
+        print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+
+def gym_make(env: Any, **kwargs: Any) -> Any:
+    """`gymnasium.make(env, **kwargs)` (an id or an EnvSpec) with MuJoCo's compile-time noise silenced
+    (see `route_mujoco_warnings`) and a maze's temp XML removed (`remove_maze_xml`). Every env offrl
+    builds (evaluation, dataset writing, the dynamics simulator) is made here, so none prints the
+    HalfCheetah deprecation."""
+    import gymnasium as gym
+
+    route_mujoco_warnings()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*settotalmass.*", category=MujocoWarning)
+        made = gym.make(env, **kwargs)
+    remove_maze_xml(made)
+    return made

@@ -212,17 +212,24 @@ def test_to_episodes_round_trips(pendulum_dataset):
 
 
 def test_make_env_silences_a_deprecated_xml_attribute_but_not_instability(capfd):
-    """MuJoCo prints C-level warnings straight to stdout; `make_env` routes them into Python warnings,
-    hides the `settotalmass` deprecation of Gymnasium's HalfCheetah XML and keeps the rest."""
+    """MuJoCo prints C-level warnings straight to stdout; `make_env` and the dataset writers route them
+    into Python warnings, hide the `settotalmass` deprecation of Gymnasium's HalfCheetah XML and keep
+    the rest."""
     import ctypes
+    import warnings
 
     import mujoco
-    from offrl.evaluate import MujocoWarning, make_env
+    from offrl.data.minari_io import _env_spaces
+    from offrl.evaluate import make_env
+    from offrl.utils import MujocoWarning
 
-    make_env("HalfCheetah-v5").close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_env("HalfCheetah-v5").close()
+        _env_spaces("HalfCheetah-v5", None)             # the dataset writers' probe (`datasets make`)
     ctypes.CDLL(None).fflush(None)                      # C stdio is buffered: flush before reading fd 1/2
     out, err = capfd.readouterr()
-    assert "settotalmass" not in out + err
+    assert "settotalmass" not in out + err + " ".join(str(w.message) for w in caught)
     env = make_env("InvertedPendulum-v5")
     env.reset(seed=0)
     sim = env.unwrapped

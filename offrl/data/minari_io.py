@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from offrl.data.dataset import Dataset, DatasetError, Episode
-from offrl.utils import remove_maze_xml
+from offrl.utils import gym_make
 from offrl.envs import OFFRL_V5_REF_SCORES, d4rl_reference_scores, find_task
 from offrl.envs.robotics import (dataset_env_id, flatten_observations, is_robotics_env, register_dataset_env,
                                  require_robotics, spec_differs, unflatten_observations)
@@ -192,13 +192,10 @@ def write_minari(dataset_id: str, episodes: Sequence[Episode], env_id: Any = Non
 
 def _env_spaces(env: Any, action_space: Any) -> tuple[Any, Any]:
     """The observation and action spaces of an env id or EnvSpec, as Minari will record them."""
-    import gymnasium as gym
-
     env_name = env if isinstance(env, str) else env.id
     if is_robotics_env(env_name):
         require_robotics(f"writing a dataset of {env_name}")
-    probe = gym.make(env)
-    remove_maze_xml(probe)
+    probe = gym_make(env)
     try:
         return probe.observation_space, action_space or probe.action_space
     finally:

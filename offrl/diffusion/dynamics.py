@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from offrl import OffrlError
-from offrl.utils import remove_maze_xml
+from offrl.utils import gym_make
 
 VELOCITY_CLIP = {"Hopper": 10.0, "Walker2d": 10.0}     # envs whose observation clips qvel
 
@@ -36,8 +36,7 @@ class Simulator:
 
     def __init__(self, env_id: str):
         try:
-            self.env = gym.make(env_id).unwrapped
-            remove_maze_xml(self.env)
+            self.env = gym_make(env_id).unwrapped
         except gym.error.Error as e:
             raise OffrlError(f"cannot make env {env_id!r} for the dynamics error: {e}") from None
         model = getattr(self.env, "model", None)
