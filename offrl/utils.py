@@ -252,9 +252,9 @@ def _mujoco_warning(message: str) -> None:
 
 def gym_make(env: Any, **kwargs: Any) -> Any:
     """`gymnasium.make(env, **kwargs)` (an id or an EnvSpec) with MuJoCo's compile-time noise silenced
-    (see `route_mujoco_warnings`) and a maze's temp XML removed (`remove_maze_xml`). Evaluation,
-    the dataset writers and the dynamics simulator make their envs here, so none prints the HalfCheetah
-    deprecation (the scripted InvertedPendulum sets need neither and call `gym.make`)."""
+    (see `route_mujoco_warnings`) and a maze's temp XML removed (`remove_maze_xml`). offrl makes
+    every env here (evaluation, dataset writers, scripted behaviours, the dynamics simulator; the risky
+    ids' entry point runs inside it), so none prints the HalfCheetah deprecation."""
     import gymnasium as gym
 
     route_mujoco_warnings()

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from offrl.data.dataset import Episode
+from offrl.utils import gym_make
 
 PD_GAINS = np.array([1.0, 20.0, 1.0, 3.0])   # balances InvertedPendulum-v5 from every reset state tried
 
@@ -16,7 +17,7 @@ def pendulum_episodes(n: int, seed: int = 0, noise_levels=(1.5, 2.5, 3.5), max_s
     """Episodes of the PD controller plus Gaussian action noise (σ cycles over `noise_levels`): low noise
     survives to the time limit (truncation), high noise lets the pole fall (termination). Actions are
     in the env's units, [-3, 3]."""
-    env = gym.make("InvertedPendulum-v5", max_episode_steps=max_steps)
+    env = gym_make("InvertedPendulum-v5", max_episode_steps=max_steps)
     rng = np.random.default_rng(seed)
     episodes = []
     for i in range(n):
@@ -59,7 +60,7 @@ def two_strategy_episodes(n: int, seed: int = 0, noise_levels=(0.5, 1.0, 2.0),
     more on average and less in the worst episodes. Actions in the env's units, [-3, 3]."""
     import offrl.envs  # noqa: F401  (registers the risky ids)
 
-    env = gym.make(env_id)
+    env = gym_make(env_id)
     rng = np.random.default_rng(seed)
     episodes = []
     for i in range(n):
@@ -77,7 +78,7 @@ def random_policy_return(episodes: int = 100, env_id: str = "InvertedPendulum-v5
     """Mean return of a uniform random policy (InvertedPendulum-v5: 1000-step limit)."""
     import offrl.envs  # noqa: F401  (registers the risky ids)
 
-    env = gym.make(env_id)
+    env = gym_make(env_id)
     env.action_space.seed(0)
     total = 0.0
     for i in range(episodes):
